@@ -1,0 +1,134 @@
+"""The ingress ASGI app: 401, 413, 400, 503, 202, in that order (SPEC, HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import redis.exceptions
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ingress.auth import bearer_secret, is_authorized, query_secret
+from ingress.body import BadLength, BodyTooLarge, read_limited
+from ingress.enqueue import DeliveryQueue
+from ingress.payload import BadDelivery, parse_delivery
+from lswh_core.contract import delivery_id_of
+from lswh_core.redact import install_log_redaction
+from lswh_core.redis import async_redis
+from lswh_core.settings import Settings
+
+log = logging.getLogger("lswh.ingress")
+
+# LangSmith gives up after 5 s; a 503 must leave it time to retry.
+ENQUEUE_BUDGET_SECONDS = 2.0
+RETRY_AFTER_SECONDS = "1"
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def unavailable(message: str) -> JSONResponse:
+    return error(503, message, {"Retry-After": RETRY_AFTER_SECONDS})
+
+
+async def receive_delivery(request: Request) -> Response:
+    state = request.app.state
+    secrets: tuple[bytes, ...] = state.secrets
+    candidates = [query_secret(request.scope["query_string"]), bearer_secret(_header(request, b"authorization"))]
+    if not is_authorized(candidates, secrets):
+        return error(401, "missing or wrong secret")
+    try:
+        body = await read_limited(request, state.settings.max_body_bytes)
+    except BodyTooLarge:
+        return error(413, f"body is larger than LSWH_MAX_BODY_BYTES ({state.settings.max_body_bytes} bytes)")
+    except BadLength as exc:
+        return error(400, str(exc))
+    try:
+        delivery = parse_delivery(body)
+    except BadDelivery as exc:
+        return error(400, str(exc))
+    delivery_id = delivery_id_of(body)
+    runs = len(delivery["runs"])
+    try:
+        stored = await asyncio.wait_for(state.queue.store(body, delivery_id, runs), ENQUEUE_BUDGET_SECONDS)
+    except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
+        log.warning("delivery %s not stored, answering 503: %s", delivery_id, type(exc).__name__)
+        return unavailable("queue unavailable, retry later")
+    return JSONResponse({"delivery_id": delivery_id, "runs": runs, "duplicate": stored.duplicate},
+                        status_code=202)
+
+
+def _header(request: Request, name: bytes) -> bytes | None:
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    try:
+        await asyncio.wait_for(request.app.state.redis.ping(), 1.0)
+    except (TimeoutError, redis.exceptions.RedisError, OSError):
+        return unavailable("redis unavailable")
+    return JSONResponse({"status": "ready"})
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error(exc.status_code, exc.detail)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled %s on %s", type(exc).__name__, request.url.path)
+    return error(500, "internal error")
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        install_log_redaction()
+        client = async_redis(settings.redis_url)
+        app.state.redis = client
+        app.state.queue = DeliveryQueue(client, settings)
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    app = Starlette(
+        routes=[
+            Route("/webhooks/langsmith", receive_delivery, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.secrets = tuple(s.encode() for s in settings.secrets)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,77 @@
+"""Is this body a LangSmith delivery we can process later? Decided here, before it is stored."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+MAX_DEPTH = 256
+# Integers beyond 64 bits cannot be stored faithfully downstream (orjson turns them into floats).
+_INT_LIMIT = 2**64
+_OBJECT_FIELDS = ("inputs", "outputs", "inputs_s3_urls", "outputs_s3_urls")
+
+
+class BadDelivery(ValueError):
+    """The body is not a delivery: answered 400, never stored."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise BadDelivery(f"body is not JSON: {name} is not a JSON number")
+
+
+def _checked_int(digits: str) -> int:
+    value = int(digits)
+    if abs(value) >= _INT_LIMIT:
+        raise BadDelivery("body has a number too large to store")
+    return value
+
+
+def _has_out_of_range_number(doc: Any) -> bool:
+    """Walks every container once: depth at most MAX_DEPTH, and whether any float reaches 2**64
+    (orjson reads integers beyond 64 bits as floats, so those need a second look)."""
+    suspicious = False
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise BadDelivery(f"body nests deeper than {MAX_DEPTH} levels")
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+            elif isinstance(child, float) and abs(child) >= _INT_LIMIT:
+                suspicious = True
+    return suspicious
+
+
+def parse_delivery(body: bytes) -> dict[str, Any]:
+    """The parsed delivery, or BadDelivery with a one-line reason."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadDelivery(f"body is not JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(doc, dict):
+        raise BadDelivery("body must be a JSON object")
+    if _has_out_of_range_number(doc):
+        # Rare: only the stdlib parser tells a huge integer from a large float.
+        json.loads(body, parse_int=_checked_int, parse_constant=_reject_constant)
+    rule_id = doc.get("rule_id")
+    if rule_id is not None and not isinstance(rule_id, str):
+        raise BadDelivery("rule_id must be a string")
+    runs = doc.get("runs")
+    if runs is None and "runs" not in doc:
+        raise BadDelivery("runs is missing")
+    if not isinstance(runs, list):
+        raise BadDelivery("runs must be a list")
+    for index, run in enumerate(runs):
+        if not isinstance(run, dict):
+            raise BadDelivery(f"runs[{index}] must be an object")
+        run_id = run.get("id")
+        if not isinstance(run_id, str) or not run_id.strip():
+            raise BadDelivery(f"runs[{index}].id must be a non-empty string")
+        for field in _OBJECT_FIELDS:
+            value = run.get(field)
+            if value is not None and not isinstance(value, dict):
+                raise BadDelivery(f"runs[{index}].{field} must be an object or null")
+    return doc

@@ -1,0 +1,52 @@
+"""The job contract between ingress and workers: queue, job names, ids and key formats.
+
+The ingress names jobs by dotted path, so it never imports the workers' dependencies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+QUEUE = "lswh"
+DELIVERY_JOB = "workers.jobs.process_delivery"
+RUN_JOB = "workers.jobs.process_run"
+
+KEY_PREFIX = "lswh:"
+
+
+def delivery_id_of(body: bytes) -> str:
+    """A delivery is its raw body: LangSmith resends identical bytes and has no event id."""
+    return hashlib.sha256(body).hexdigest()[:32]
+
+
+def delivery_key(delivery_id: str) -> str:
+    """The raw body, kept for LSWH_KEEP_DAYS; its existence is the duplicate check."""
+    return f"{KEY_PREFIX}delivery:{delivery_id}"
+
+
+def done_key(delivery_id: str) -> str:
+    """Run ids of this delivery already written, so a retry redoes only the rest."""
+    return f"{KEY_PREFIX}done:{delivery_id}"
+
+
+def delivery_job_id(delivery_id: str) -> str:
+    return f"delivery-{delivery_id}"
+
+
+def run_job_id(delivery_id: str, run_id: str) -> str:
+    return f"run-{run_id}-{delivery_id}"
+
+
+def delivery_job_description(delivery_id: str, runs: int) -> str:
+    return f"delivery {delivery_id} ({runs} runs)"
+
+
+def run_job_description(delivery_id: str, run_id: str) -> str:
+    return f"run {run_id} of delivery {delivery_id}"
+
+
+def retry_intervals(retries: int, base_seconds: int, rng: random.Random | None = None) -> list[int]:
+    """Exponential backoff, about 3x per step, with +-25% jitter so retries do not stampede."""
+    rng = rng or random.Random()
+    return [max(1, round(base_seconds * 3**n * rng.uniform(0.75, 1.25))) for n in range(retries)]

@@ -1,0 +1,31 @@
+"""The one Redis connection factory (sync for workers and CLI, asyncio for the ingress)."""
+
+from __future__ import annotations
+
+import redis
+import redis.asyncio
+
+# The ingress must answer within LangSmith's 5 s: a Redis that hangs must fail fast.
+SOCKET_TIMEOUT = 2.0
+CONNECT_TIMEOUT = 2.0
+
+
+def sync_redis(url: str, *, socket_timeout: float | None = None) -> redis.Redis:
+    """RQ needs bytes (decode_responses off). Workers block on BLPOP, so no read timeout by default."""
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=socket_timeout,
+        health_check_interval=30,
+        retry_on_timeout=False,
+    )
+
+
+def async_redis(url: str, *, max_connections: int = 64) -> redis.asyncio.Redis:
+    return redis.asyncio.Redis.from_url(
+        url,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=SOCKET_TIMEOUT,
+        max_connections=max_connections,
+        retry_on_timeout=False,
+    )

@@ -1,0 +1,1 @@
+"""RQ workers: hydrate runs, join their feedback, write dataset examples idempotently."""

@@ -1,0 +1,60 @@
+"""Feedback joined to runs by `feedback.run_id` (never by position), and which correction wins."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+_EPOCH = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+class FeedbackLike(Protocol):
+    id: Any
+    run_id: Any
+    key: str
+    score: Any
+    correction: Any
+    created_at: dt.datetime | None
+    modified_at: dt.datetime | None
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime:
+    if value is None:
+        return _EPOCH
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def recency(item: FeedbackLike) -> tuple[dt.datetime, dt.datetime, str]:
+    """Latest by modified_at, then created_at, then id (SPEC: what one run becomes)."""
+    return (_aware(item.modified_at), _aware(item.created_at), str(item.id))
+
+
+def by_run(items: Iterable[FeedbackLike]) -> dict[str, list[FeedbackLike]]:
+    grouped: dict[str, list[FeedbackLike]] = defaultdict(list)
+    for item in items:
+        if item.run_id is not None:
+            grouped[str(item.run_id)].append(item)
+    return dict(grouped)
+
+
+def correction_outputs(items: Iterable[FeedbackLike]) -> dict[str, Any] | None:
+    """The latest non-null correction as example outputs: a string becomes {"output": s}."""
+    corrections = [item for item in items if item.correction is not None]
+    if not corrections:
+        return None
+    latest = max(corrections, key=recency).correction
+    if isinstance(latest, dict):
+        return latest
+    return {"output": latest}
+
+
+def latest_scores(items: Iterable[FeedbackLike]) -> dict[str, Any]:
+    """{key: score of that key's latest feedback}, for the example's metadata."""
+    latest: dict[str, FeedbackLike] = {}
+    for item in items:
+        current = latest.get(item.key)
+        if current is None or recency(item) > recency(current):
+            latest[item.key] = item
+    return {key: item.score for key, item in sorted(latest.items())}

@@ -1,0 +1,82 @@
+"""What a worker process keeps between jobs: clients, pools, one event loop, dataset ids.
+
+RQ's SimpleWorker runs every job in this process, so connection pools stay warm. Jobs run
+their I/O as coroutines on one long-lived loop thread (httpx's async client is bound to its
+loop); the synchronous langsmith SDK runs in a small thread pool beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import threading
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import httpx
+import redis
+from langsmith import Client
+
+from lswh_core.redis import sync_redis
+from lswh_core.settings import Settings
+from workers.client import make_client
+from workers.s3 import HostRule, parse_rules
+
+T = TypeVar("T")
+
+# Measured in bench/workers.py: past ~32 concurrent GETs httpx's pool costs more than it gains.
+S3_CONCURRENCY = 32
+SDK_THREADS = 8
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.rules: tuple[HostRule, ...] = parse_rules(settings.s3_allowed_hosts)
+        self.client: Client = make_client()
+        self.redis: redis.Redis = sync_redis(settings.redis_url, socket_timeout=30)
+        self.datasets: dict[str, str] = {}
+        self._executor = ThreadPoolExecutor(max_workers=SDK_THREADS, thread_name_prefix="lswh-sdk")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="lswh-io", daemon=True)
+        self._thread.start()
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """Created on first use, on the loop thread (where it is used)."""
+        if self._http is None:
+            limits = httpx.Limits(max_connections=S3_CONCURRENCY, max_keepalive_connections=S3_CONCURRENCY)
+            self._http = httpx.AsyncClient(limits=limits, follow_redirects=False, trust_env=False)
+        return self._http
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the I/O loop and wait; if the wait is interrupted (job timeout,
+        shutdown), the coroutine is cancelled rather than left running."""
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A blocking SDK call, from a coroutine, on the SDK thread pool."""
+        return await self._loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+
+_runtime: Runtime | None = None
+_runtime_pid: int | None = None
+_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """One per process (re-made after a fork: pools and threads do not survive one)."""
+    global _runtime, _runtime_pid
+    with _lock:
+        if _runtime is None or _runtime_pid != os.getpid():
+            _runtime = Runtime(Settings.from_env())
+            _runtime_pid = os.getpid()
+        return _runtime

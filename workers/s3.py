@@ -1,0 +1,122 @@
+"""Presigned URLs: which may be fetched (pure), and fetching one safely."""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+from workers.errors import TRANSIENT_STATUSES, RunError
+
+MAX_OBJECT_BYTES = 64 * 1024 * 1024
+FETCH_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class HostRule:
+    scheme: str  # "https" unless the entry names http://
+    host: str  # lower-case, may hold * globs
+    port: int | None
+
+    @property
+    def exact(self) -> bool:
+        return "*" not in self.host and "?" not in self.host and "[" not in self.host
+
+
+def parse_rules(entries: tuple[str, ...]) -> tuple[HostRule, ...]:
+    rules = []
+    for entry in entries:
+        scheme = "https"
+        rest = entry.strip().lower()
+        if "://" in rest:
+            scheme, rest = rest.split("://", 1)
+        rest = rest.rstrip("/")
+        host, port = rest, None
+        if rest.startswith("["):  # [::1]:9000
+            host, _, tail = rest[1:].partition("]")
+            port = int(tail[1:]) if tail.startswith(":") else None
+        elif rest.count(":") == 1:
+            host, port_text = rest.split(":")
+            port = int(port_text)
+        rules.append(HostRule(scheme=scheme, host=host, port=port))
+    return tuple(rules)
+
+
+def _is_internal(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not address.is_global
+
+
+def allowed(url: str, rules: tuple[HostRule, ...]) -> bool:
+    """http(s) only, no userinfo, host and port matching a rule; https unless the rule says
+    http://; loopback and private addresses only when a rule names them exactly."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return False
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or "@" in parts.netloc or not parts.hostname:
+        return False
+    host = parts.hostname.lower().rstrip(".")
+    effective_port = port if port is not None else _DEFAULT_PORTS[scheme]
+    internal = _is_internal(host)
+    for rule in rules:
+        if rule.scheme != scheme:
+            continue
+        if (rule.port if rule.port is not None else _DEFAULT_PORTS[scheme]) != effective_port:
+            continue
+        if rule.exact:
+            if host == rule.host:
+                return True
+        elif not internal and fnmatch.fnmatchcase(host, rule.host):
+            return True
+    return False
+
+
+class ObjectUnusable(Exception):
+    """Expired, gone, redirected: use the API instead (SPEC: inputs/outputs fallback)."""
+
+
+async def fetch_json(client: httpx.AsyncClient, url: str, what: str) -> Any:
+    """GET one presigned object: no redirects, capped in size and time. Errors never carry
+    the URL (its query string is a credential)."""
+    try:
+        async with client.stream("GET", url, follow_redirects=False, timeout=FETCH_TIMEOUT) as response:
+            status = response.status_code
+            if status in TRANSIENT_STATUSES:
+                raise RunError(f"{what}: object store answered {status}", transient=True)
+            if status != 200:
+                raise ObjectUnusable(f"{what}: object store answered {status}")
+            declared = response.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > MAX_OBJECT_BYTES:
+                raise RunError(f"{what}: object is larger than {MAX_OBJECT_BYTES} bytes", transient=False)
+            chunks = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_OBJECT_BYTES:
+                    raise RunError(f"{what}: object is larger than {MAX_OBJECT_BYTES} bytes", transient=False)
+                chunks.append(chunk)
+    except httpx.TimeoutException:
+        raise RunError(f"{what}: object store timed out", transient=True) from None
+    except httpx.TransportError as exc:
+        raise RunError(f"{what}: object store unreachable ({type(exc).__name__})", transient=True) from None
+    try:
+        value = orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError:
+        raise RunError(f"{what}: object is not JSON", transient=False) from None
+    if not isinstance(value, dict):
+        raise RunError(f"{what}: object is not a JSON object", transient=False)
+    return value

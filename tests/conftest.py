@@ -1,0 +1,32 @@
+"""Real servers, started once per test run: Redis, the LangSmith stand-in, a default pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.procs import RedisServer
+from tests.support.stack import Pipeline, StandIn
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def standin() -> Iterator[StandIn]:
+    server = StandIn()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pipeline(redis_server: RedisServer, standin: StandIn) -> Iterator[Pipeline]:
+    """The default configuration, shared by every test that does not need its own."""
+    stack = Pipeline(redis_server, standin, db=0)
+    yield stack
+    stack.stop()

@@ -1,0 +1,168 @@
+"""The pipeline as a user deploys it, in real processes: Redis, the LangSmith stand-in,
+the ingress under uvicorn, RQ workers. Tests talk HTTP to it."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from tests.support.procs import ROOT, Proc, RedisServer, free_port, lswh, python_module, wait_http
+
+FIXTURE = ROOT / "lswh" / "fixtures" / "langsmith_docs_payload.json"
+API_KEY = "lsv2-standin-key"
+SECRET = "s3cret-for-tests"
+ROTATED = "rotated-secret-2"
+
+
+class StandIn:
+    """The LangSmith stand-in process and its admin API."""
+
+    def __init__(self, latency_ms: int = 0) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = ["--host", "127.0.0.1", "--port", str(self.port), "--preload-fixture"]
+        if latency_ms:
+            args += ["--latency-ms", str(latency_ms)]
+        self.proc = python_module("lswh.standin", *args, name="standin")
+        wait_http(f"{self.url}/info", self.proc)
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def admin(self, method: str, path: str, payload: Any = None, **params: Any) -> Any:
+        response = self.http.request(method, f"/_admin/{path}", json=payload, params=params or None)
+        response.raise_for_status()
+        return response.json()
+
+    def add_runs(self, runs: list[dict[str, Any]]) -> None:
+        self.admin("POST", "runs", runs)
+
+    def add_feedback(self, items: list[dict[str, Any]]) -> None:
+        self.admin("POST", "feedback", items)
+
+    def put_object(self, body: Any, **options: Any) -> str:
+        return str(self.admin("POST", "s3", {"body": body, **options})["url"])
+
+    def examples(self, dataset: str | None = None) -> list[dict[str, Any]]:
+        return self.admin("GET", "examples", **({"dataset": dataset} if dataset else {}))  # type: ignore[no-any-return]
+
+    def examples_by_run(self, run_ids: list[str], dataset: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        wanted = set(run_ids)
+        found: dict[str, list[dict[str, Any]]] = {}
+        for example in self.examples(dataset):
+            if str(example.get("source_run_id")) in wanted:
+                found.setdefault(str(example["source_run_id"]), []).append(example)
+        return found
+
+    def fault(self, route: str, times: int = 1, **options: Any) -> None:
+        self.admin("POST", "faults", {"route": route, "times": times, **options})
+
+    def clear_faults(self) -> None:
+        # reset would drop examples; faults are consumed, so tests add only what they use
+        pending = self.admin("GET", "faults")["pending"]
+        assert not pending, f"faults left unconsumed: {pending}"
+
+    def stats(self) -> dict[str, Any]:
+        return self.admin("GET", "stats")  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        self.http.close()
+        self.proc.stop()
+
+
+class Pipeline:
+    """Ingress + workers on one Redis database, configured by environment like production."""
+
+    def __init__(self, redis_server: RedisServer, standin: StandIn, *, db: int = 0, workers: int = 1,
+                 **env: str) -> None:
+        self.redis_url = f"redis://127.0.0.1:{redis_server.port}/{db}"
+        self.standin = standin
+        self.env = {
+            "REDIS_URL": self.redis_url,
+            "LSWH_SECRETS": f"{SECRET},{ROTATED}",
+            "LANGSMITH_ENDPOINT": standin.url,
+            "LANGSMITH_API_KEY": API_KEY,
+            "LSWH_S3_ALLOWED_HOSTS": f"http://127.0.0.1:{standin.port}",
+            "LSWH_RETRY_BASE_SECONDS": "1",
+            "LSWH_DATASET": f"ds-{uuid.uuid4().hex[:8]}",
+            **env,
+        }
+        self.dataset = self.env["LSWH_DATASET"]
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ingress = lswh("ingress", "--port", str(self.port), env=self.env, name="ingress")
+        wait_http(f"{self.url}/healthz", self.ingress)
+        self.workers: list[Proc] = []
+        for _ in range(workers):
+            self.add_worker()
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+        self.redis = redis.Redis.from_url(self.redis_url)
+
+    def add_worker(self, **env: str) -> Proc:
+        worker = lswh("worker", env={**self.env, **env}, name="worker")
+        self.workers.append(worker)
+        return worker
+
+    def post(self, payload: Any, *, secret: str | None = SECRET, raw: bytes | None = None,
+             headers: dict[str, str] | None = None) -> httpx.Response:
+        content = raw if raw is not None else json.dumps(payload).encode()
+        params = {"secret": secret} if secret is not None else None
+        return self.http.post("/webhooks/langsmith", content=content, params=params, headers=headers)
+
+    def wait_examples(self, run_ids: list[str], timeout: float = 30.0) -> dict[str, list[dict[str, Any]]]:
+        deadline = time.monotonic() + timeout
+        found: dict[str, list[dict[str, Any]]] = {}
+        while time.monotonic() < deadline:
+            found = self.standin.examples_by_run(run_ids, self.dataset)
+            if len(found) == len(set(run_ids)):
+                return found
+            time.sleep(0.1)
+        missing = set(run_ids) - set(found)
+        raise TimeoutError(f"no example for {len(missing)} runs, e.g. {sorted(missing)[:3]}; "
+                           f"worker output:\n{self.workers[0].output()[-3000:] if self.workers else ''}")
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Queue, scheduled and started registries empty."""
+        from rq import Queue
+        from rq.registry import ScheduledJobRegistry, StartedJobRegistry
+
+        queue = Queue("lswh", connection=self.redis)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (queue.count == 0 and ScheduledJobRegistry(queue=queue).count == 0
+                    and StartedJobRegistry(queue=queue).count == 0):
+                return
+            time.sleep(0.1)
+        raise TimeoutError("pipeline did not go idle")
+
+    def failed_jobs(self) -> list[Any]:
+        from rq import Queue
+        from rq.job import Job
+        from rq.registry import FailedJobRegistry
+
+        registry = FailedJobRegistry(queue=Queue("lswh", connection=self.redis))
+        return [Job.fetch(job_id, connection=self.redis) for job_id in registry.get_job_ids()]
+
+    def stop(self) -> None:
+        self.http.close()
+        for worker in self.workers:
+            worker.stop()
+        self.ingress.stop()
+
+
+def fresh_run(**fields: Any) -> dict[str, Any]:
+    """A run shaped like the docs fixture's, with new ids."""
+    run = json.loads(Path(FIXTURE).read_text())["runs"][0]
+    run_id = str(uuid.uuid4())
+    run.update(id=run_id, trace_id=run_id, inputs=None, outputs=None)
+    run.update(fields)
+    return run
+
+
+def delivery(runs: list[dict[str, Any]], rule_id: str | None = None, **fields: Any) -> dict[str, Any]:
+    return {"rule_id": rule_id or str(uuid.uuid4()), "start_time": "2024-04-05T01:28:54.734491+00:00",
+            "end_time": "2024-04-05T01:28:56.492563+00:00", "runs": runs, **fields}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.support.stack import FIXTURE, Pipeline, StandIn, delivery, fresh_run
+from tests.support.stack import API_KEY, FIXTURE, Pipeline, StandIn, delivery, fresh_run
 
 DOCS_RUN_ID = "6ab80f10-d79c-4fa2-b441-922ed6feb630"
 
@@ -17,8 +17,9 @@ def test_docs_fixture_becomes_one_example(pipeline: Pipeline, standin: StandIn) 
     example = pipeline.wait_examples([DOCS_RUN_ID])[DOCS_RUN_ID]
     assert len(example) == 1
     fixture_run = json.loads(body)["runs"][0]
-    # inputs were null in the delivery: read back through the API
-    assert example[0]["inputs"] == standin.admin("GET", "runs")[DOCS_RUN_ID]["inputs"] if False else True
+    # inputs were null in the delivery: read back through the API (the stand-in's preloaded run)
+    assert example[0]["inputs"] and example[0]["inputs"] == standin.http.get(
+        f"/runs/{DOCS_RUN_ID}", headers={"x-api-key": API_KEY}).json()["inputs"]
     assert example[0]["metadata"]["run_id"] == DOCS_RUN_ID
     assert example[0]["metadata"]["trace_id"] == fixture_run["trace_id"]
     assert example[0]["metadata"]["run_name"] == "Search"

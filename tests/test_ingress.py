@@ -1,0 +1,123 @@
+"""The ingress over HTTP (uvicorn), as LangSmith and curl reach it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from lswh_core.contract import delivery_id_of
+from tests.support.stack import ROTATED, SECRET, Pipeline, delivery, fresh_run
+
+
+def stored_deliveries(pipeline: Pipeline) -> int:
+    return sum(1 for _ in pipeline.redis.scan_iter("lswh:delivery:*"))
+
+
+def test_delivery_is_accepted_with_its_id_and_run_count(pipeline: Pipeline) -> None:
+    body = json.dumps(delivery([fresh_run(), fresh_run()])).encode()
+    response = pipeline.post(None, raw=body)
+    assert response.status_code == 202
+    assert response.json() == {"delivery_id": delivery_id_of(body), "runs": 2, "duplicate": False}
+    assert pipeline.redis.get(f"lswh:delivery:{delivery_id_of(body)}") == body
+
+
+def test_same_body_again_is_a_duplicate_with_the_same_id(pipeline: Pipeline) -> None:
+    body = json.dumps(delivery([fresh_run()])).encode()
+    first = pipeline.post(None, raw=body).json()
+    job_key = f"rq:job:delivery-{first['delivery_id']}"
+    created = pipeline.redis.hget(job_key, "created_at")
+    again = pipeline.post(None, raw=body).json()
+    assert again == {**first, "duplicate": True}
+    assert created is not None
+    assert pipeline.redis.hget(job_key, "created_at") == created  # the job was not written again
+
+
+def test_bearer_header_authenticates(pipeline: Pipeline) -> None:
+    response = pipeline.post(delivery([fresh_run()]), secret=None, headers={"Authorization": f"Bearer {SECRET}"})
+    assert response.status_code == 202
+
+
+def test_second_secret_is_accepted_for_rotation(pipeline: Pipeline) -> None:
+    assert pipeline.post(delivery([fresh_run()]), secret=ROTATED).status_code == 202
+
+
+def test_either_credential_is_enough(pipeline: Pipeline) -> None:
+    response = pipeline.post(delivery([fresh_run()]), secret="wrong", headers={"Authorization": f"Bearer {SECRET}"})
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize("secret", [None, "", "wrong", SECRET + "x", SECRET[:-1], "ü" * 10, "x" * 100_00])
+def test_missing_empty_or_wrong_secret_is_401_and_stores_nothing(pipeline: Pipeline, secret: str | None) -> None:
+    before = stored_deliveries(pipeline)
+    response = pipeline.post(delivery([fresh_run()]), secret=secret)
+    assert response.status_code == 401
+    assert response.json() == {"error": "missing or wrong secret"}
+    assert stored_deliveries(pipeline) == before
+
+
+def test_unauthenticated_oversized_body_is_401_not_413(pipeline: Pipeline) -> None:
+    response = pipeline.post(None, raw=b"x" * 30_000_000, secret="wrong")
+    assert response.status_code == 401
+
+
+def test_body_over_limit_by_content_length_is_413(pipeline: Pipeline) -> None:
+    response = pipeline.post(None, raw=b" " * (26_214_400 + 1))
+    assert response.status_code == 413
+    assert "LSWH_MAX_BODY_BYTES" in response.json()["error"]
+
+
+def test_chunked_body_over_limit_is_413(pipeline: Pipeline) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(30):
+            yield b" " * 1_048_576
+
+    response = httpx.post(f"{pipeline.url}/webhooks/langsmith", params={"secret": SECRET}, content=chunks(),
+                          timeout=30)
+    assert response.status_code == 413
+
+
+def test_chunked_body_under_limit_is_accepted(pipeline: Pipeline) -> None:
+    body = json.dumps(delivery([fresh_run()])).encode()
+    response = httpx.post(f"{pipeline.url}/webhooks/langsmith", params={"secret": SECRET},
+                          content=iter([body[:10], body[10:]]), timeout=30)
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"not json", b"\xff\xfe{}", b"[]", b'{"runs": 1}', b'{"runs": [{"id": ""}]}', b'{"x": 1}',
+     b'{"runs": [], "n": ' + b"9" * 50 + b"}", b"[" * 10_000 + b"]" * 10_000],
+)
+def test_bad_bodies_are_400_with_one_line_error(pipeline: Pipeline, raw: bytes) -> None:
+    before = stored_deliveries(pipeline)
+    response = pipeline.post(None, raw=raw)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error and "\n" not in error
+    assert stored_deliveries(pipeline) == before
+
+
+def test_content_type_is_ignored(pipeline: Pipeline) -> None:
+    response = pipeline.post(None, raw=json.dumps(delivery([fresh_run()])).encode(),
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 202
+
+
+def test_health_and_readiness(pipeline: Pipeline) -> None:
+    assert pipeline.http.get("/healthz").status_code == 200
+    assert pipeline.http.get("/readyz").status_code == 200
+
+
+def test_unknown_path_is_json_404(pipeline: Pipeline) -> None:
+    response = pipeline.http.get("/nope")
+    assert response.status_code == 404
+    assert "error" in response.json()
+
+
+def test_empty_runs_list_is_accepted(pipeline: Pipeline) -> None:
+    response = pipeline.post(delivery([]))
+    assert response.status_code == 202
+    assert response.json()["runs"] == 0

@@ -451,7 +451,9 @@ def test_kubernetes_worker_stops_gracefully_and_leaves_replicas_to_keda() -> Non
 def test_kubernetes_redis_persists_and_never_evicts() -> None:
     statefulset = k8s_object("StatefulSet", "redis")
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
-    assert container["command"][: len(service("redis")["command"])] == service("redis")["command"]
+    persistence_and_policy = service("redis")["command"][: service("redis")["command"].index("--maxmemory")]
+    assert container["command"][: len(persistence_and_policy)] == persistence_and_policy
+    assert "--maxmemory" in container["command"]
     assert statefulset["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
 
 

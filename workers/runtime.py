@@ -11,6 +11,7 @@ import asyncio
 import functools
 import os
 import threading
+import warnings
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -25,6 +26,10 @@ from workers.client import make_client
 from workers.s3 import HostRule, parse_rules
 
 T = TypeVar("T")
+
+# read_run is deprecated in favour of runs.retrieve_v2, which needs the run's project id (a run
+# requeued after its delivery expired has only its id) and bypasses our bounded retries.
+warnings.filterwarnings("ignore", message=r"read_run\(\) is deprecated")
 
 # Measured in bench/workers.py: past ~32 concurrent GETs httpx's pool costs more than it gains.
 S3_CONCURRENCY = 32

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import redis.asyncio
 from rq import Queue, Retry
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.utils import now, utcformat
 
 from lswh_core import contract
@@ -66,7 +66,7 @@ class DeliveryQueue:
             origin=queue.name,
         )
         template.enqueued_at = now()
-        template._status = "queued"  # what Queue._prepare_for_queue sets
+        template._status = JobStatus.QUEUED  # what Queue._prepare_for_queue sets
         self._template = {k: v for k, v in template.to_dict().items() if v is not None}
         self._pickle_protocol = pickle.HIGHEST_PROTOCOL
 

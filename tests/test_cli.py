@@ -85,7 +85,7 @@ def test_worker_exits_2_when_langsmith_rejects_the_api_key(redis_server):
             },
         )
         assert finished(proc, timeout=60) == 2
-    assert "api key" in proc.output().lower()
+    assert "LANGSMITH_API_KEY" in proc.output()
 
 
 def failed_jobs(url: str, count: int) -> tuple[Queue, list[str]]:

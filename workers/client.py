@@ -26,7 +26,7 @@ class BoundedRetry(Retry):
     """urllib3 retry that gives up at once when asked to wait longer than we sleep in a job."""
 
     def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
-                  error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> Retry:
+                  error: Exception | None = None, _pool: Any = None, _stacktrace: Any = None) -> BoundedRetry:
         if response is not None:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if retry_after is not None and retry_after > MAX_SLEPT_RETRY_AFTER:

@@ -77,7 +77,7 @@ def _process_delivery(delivery_id: str) -> str:
         raise DeliveryFailed(f"delivery {delivery_id}: its raw body expired (LSWH_KEEP_DAYS) or was deleted")
     rule_id = delivery.get("rule_id")
     done_key = contract.done_key(delivery_id)
-    done = {member.decode() for member in runtime.redis.smembers(done_key)}
+    done = {m.decode() if isinstance(m, bytes) else m for m in runtime.redis.smembers(done_key)}
     runs = [run for run in _unique_runs(delivery["runs"]) if str(run["id"]) not in done]
     outcomes = runtime.run(process_runs(runtime, runs, rule_id)) if runs else {}
 

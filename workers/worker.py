@@ -2,8 +2,16 @@
 
 SimpleWorker runs jobs in this process instead of forking one per job (RQ forks ~50 jobs/s
 here), so HTTP pools stay warm. Because no parent process watches the job, a thread keeps
-the job's heartbeat while it runs; with a short heartbeat TTL and frequent maintenance, a
-worker killed mid-job has its job retried by any other worker within about two minutes.
+the job's heartbeat while it runs.
+
+A worker killed mid-job (SIGKILL, OOM) leaves its job in the started registry until the
+heartbeat TTL runs out; the next maintenance of any worker (a new one runs it at start) then
+retries it. RQ's defaults make that up to ~20 minutes: a 7-minute blocking dequeue between
+maintenances, a heartbeat TTL of the whole job timeout. Here a dead worker's job expires within
+HEARTBEAT_TTL_SECONDS, some worker looks every MAINTENANCE_SECONDS, and the retry is enqueued by
+RQ's scheduler, whose lock a dead worker holds for up to 61 s: recovered in about 70 s
+(tests/test_reliability.py measures it). A heartbeat lost for longer than the TTL (Redis
+unreachable) may run a job twice; example writes are idempotent, so that costs time only.
 """
 
 from __future__ import annotations
@@ -27,15 +35,22 @@ from lswh_core.settings import Settings, SettingsError
 
 log = logging.getLogger("lswh.worker")
 
-HEARTBEAT_SECONDS = 10  # started-registry entries then expire ~70 s after a worker dies
-MAINTENANCE_SECONDS = 30  # how often some worker looks for abandoned jobs
+HEARTBEAT_SECONDS = 5
+HEARTBEAT_TTL_SECONDS = 20  # four missed beats: the worker is gone
+MAINTENANCE_SECONDS = 10  # how often each worker offers to look for abandoned jobs (one does)
 
 
 class PipelineWorker(SimpleWorker):
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
-        # SimpleWorker would use the whole job timeout (+60 s): a dead worker's job would sit
-        # "started" for 11 minutes. The base rule (monitoring interval + 60 s) needs heartbeats.
-        return int(super(SimpleWorker, self).get_heartbeat_ttl(job, working_time))
+        # SimpleWorker would use the whole job timeout (+60 s), RQ's base rule the monitoring
+        # interval + 60 s: a dead worker's job would sit "started" for 11 or 1 minutes.
+        return HEARTBEAT_TTL_SECONDS
+
+    @property
+    def dequeue_timeout(self) -> int:
+        # Maintenance runs between blocking dequeues: RQ's 405 s would make an idle worker look
+        # for abandoned jobs only every 7 minutes, whatever maintenance_interval says.
+        return MAINTENANCE_SECONDS
 
     def execute_job(self, job: Job, queue: RQQueue) -> None:
         execution = self.prepare_execution(job)

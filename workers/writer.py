@@ -113,7 +113,7 @@ class Writer:
 
     async def _bisecting(self, batch: Sequence[dict[str, Any]],
                          send: Callable[[Sequence[dict[str, Any]]], Awaitable[None]]
-                         ) -> list[tuple[dict[str, Any], RunError | None | str]]:
+                         ) -> list[tuple[dict[str, Any], RunError | str | None]]:
         """Send a batch; on a conflict report it for another round; on a permanent error split
         the batch in halves until the examples at fault are alone, so the rest still land."""
         try:

@@ -90,7 +90,7 @@ def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: s
         try:
             if predicate():
                 return
-        except Exception:  # noqa: S110 - not up yet
+        except Exception:
             pass
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
@@ -109,7 +109,7 @@ def wait_http(url: str, proc: Proc | None = None, timeout: float = 20.0) -> None
                 return
         except RuntimeError:
             raise
-        except Exception:  # noqa: S112 - not up yet
+        except Exception:
             pass
         time.sleep(0.05)
     raise TimeoutError(f"{url} did not come up; output:\n{proc.output() if proc else ''}")

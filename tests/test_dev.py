@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from lswh.dev import Dev
 from tests.support.procs import ROOT, Proc, free_port
 
 FIXTURE = ROOT / "lswh" / "fixtures" / "langsmith_docs_payload.json"
@@ -174,3 +175,24 @@ def test_the_webhook_url_is_printed_with_lswh_public_url_as_base(start_dev):
 def test_a_configured_secret_is_used_and_a_made_up_one_otherwise(start_dev):
     _, urls = start_dev(env={"LSWH_SECRETS": "first-secret-value,second-secret-value"})
     assert urls["Webhook URL"].endswith("/webhooks/langsmith?secret=first-secret-value")
+
+
+def ignores(pid: int, sig: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:"))
+    return bool(int(mask, 16) & (1 << (sig - 1)))
+
+
+def test_a_child_that_ignores_sigterm_is_killed_within_the_grace_period():
+    dev = Dev()
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    child = dev.start("stubborn", [sys.executable, "-c", stubborn], dict(os.environ))
+    deadline = time.monotonic() + 10
+    while not ignores(child.popen.pid, signal.SIGTERM):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    started = time.monotonic()
+    dev.stop()
+    assert child.popen.returncode == -signal.SIGKILL
+    assert time.monotonic() - started < 10

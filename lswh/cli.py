@@ -1,0 +1,135 @@
+"""The `lswh` command line: one subcommand per process the pipeline runs, plus two operator tools.
+
+Each subcommand imports what it needs inside its function, so `lswh ingress` never loads the
+workers' dependencies and `lswh healthcheck` (run every few seconds by Docker) loads almost nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from lswh_core.settings import Settings, SettingsError
+
+HOW_TO_SET_LSWH_SECRETS = (
+    "set LSWH_SECRETS to one or more comma-separated secrets, e.g.\n"
+    "  export LSWH_SECRETS=$(python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+)
+
+
+def ingress(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if not settings.secrets:
+        print(f"lswh ingress: no webhook secret configured: {HOW_TO_SET_LSWH_SECRETS}", file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    from lswh_core.redact import uvicorn_log_config
+
+    uvicorn.run(
+        "ingress.app:app",
+        host=args.host,
+        port=args.port,
+        log_config=uvicorn_log_config(),  # the access log prints the query string: the secret
+        proxy_headers=True,
+        server_header=False,
+        timeout_keep_alive=5,
+        # Stop quickly: LangSmith retries a refused connection, and compose/k8s wait for us.
+        timeout_graceful_shutdown=5,
+        # Bounds request line + headers when h11 is the parser (httptools caps its own).
+        h11_max_incomplete_event_size=16 * 1024,
+    )
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    from workers.worker import main as worker_main
+
+    return worker_main(burst=args.burst)
+
+
+def dev(args: argparse.Namespace) -> int:
+    from lswh.dev import run
+
+    return run(workers=args.workers, host=args.host, port=args.port, dashboard_port=args.dashboard_port)
+
+
+def healthcheck(args: argparse.Namespace) -> int:
+    import urllib.request
+
+    # No proxies: a container's HTTP_PROXY must not route a check of localhost elsewhere.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(args.url, timeout=2) as response:
+            return 0 if response.status == 200 else 1
+    except (OSError, ValueError):
+        return 1
+
+
+def requeue(args: argparse.Namespace) -> int:
+    from rq import Queue
+    from rq.exceptions import InvalidJobOperation, NoSuchJobError
+    from rq.registry import FailedJobRegistry
+
+    from lswh_core.contract import QUEUE
+    from lswh_core.redis import sync_redis
+
+    connection = sync_redis(Settings.from_env().redis_url)
+    registry = FailedJobRegistry(queue=Queue(QUEUE, connection=connection))
+    job_ids = registry.get_job_ids() if args.all else args.job_ids
+    requeued = 0
+    for job_id in job_ids:
+        try:
+            registry.requeue(job_id)
+            requeued += 1
+        except (InvalidJobOperation, NoSuchJobError):
+            print(f"lswh requeue: {job_id} is not in the failed registry of queue {QUEUE}", file=sys.stderr)
+    print(f"requeued {requeued} job{'' if requeued == 1 else 's'}")
+    return 0 if requeued == len(job_ids) else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="lswh", description="LangSmith webhook -> Redis -> dataset examples.")
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("ingress", help="serve the webhook ingress with uvicorn")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=ingress)
+
+    p = commands.add_parser("worker", help="run an RQ worker on the pipeline's queue (scheduler on)")
+    p.add_argument("--burst", action="store_true", help="exit once the queue and its registries are empty")
+    p.set_defaults(func=worker)
+
+    p = commands.add_parser("dev", help="the whole pipeline on this machine, nothing set up")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--dashboard-port", type=int, default=9181)
+    p.add_argument("--host", default="127.0.0.1")
+    p.set_defaults(func=dev)
+
+    p = commands.add_parser("healthcheck", help="exit 0 if the URL answers 200 within 2 s, else 1")
+    p.add_argument("--url", default="http://127.0.0.1:8000/readyz")
+    p.set_defaults(func=healthcheck)
+
+    p = commands.add_parser("requeue", help="requeue failed jobs from RQ's failed registry")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every failed job of the pipeline's queue")
+    which.add_argument("job_ids", nargs="*", default=[], metavar="JOB_ID")
+    p.set_defaults(func=requeue)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SettingsError as e:
+        print(f"lswh {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

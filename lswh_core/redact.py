@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import re
 
-_URL_QUERY = re.compile(r"((?:[a-zA-Z][a-zA-Z0-9+.-]*://|/)[^\s?#\"'<>]*)\?[^\s\"'<>]*")
+# (?!<redacted>): a line may pass through the filter more than once (handler and logger).
+_URL_QUERY = re.compile(r"((?:[a-zA-Z][a-zA-Z0-9+.-]*://|/)[^\s?#\"'<>]*)\?(?!<redacted>)[^\s\"'<>]*")
 _SECRET_PARAM = re.compile(r"(?i)((?:secret|signature|x-amz-[a-z-]+|token|sig|key)=)[^&\s\"']+")
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
 _API_KEY = re.compile(r"(?i)(api[ _-]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',]+")

@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
+# One folder per test run for every child's output, read back when a test fails.
+LOG_DIR = Path(tempfile.mkdtemp(prefix="lswh-test-logs-"))
 
 
 def free_port() -> int:
@@ -45,7 +47,7 @@ class Proc:
                  cwd: str | Path | None = None) -> None:
         self.args = list(args)
         self.name = name
-        self.log_path = Path(tempfile.mkstemp(prefix=f"lswh-{name}-", suffix=".log")[1])
+        self.log_path = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log", dir=LOG_DIR)[1])
         self._log = self.log_path.open("wb")
         full_env = {**os.environ, **(env or {})}
         self.popen = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, env=full_env,

@@ -86,14 +86,20 @@ class Proc:
             self.popen.wait(5)
 
 
+class ExitedEarly(RuntimeError):
+    """A process we wait on died: waiting longer cannot help."""
+
+
 def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             if predicate():
                 return
+        except ExitedEarly:
+            raise
         except Exception:
-            pass
+            pass  # not up yet
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
@@ -101,20 +107,13 @@ def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, what: s
 def wait_http(url: str, proc: Proc | None = None, timeout: float = 20.0) -> None:
     def up() -> bool:
         if proc is not None and not proc.alive():
-            raise RuntimeError(f"{proc.name} exited early:\n{proc.output()}")
+            raise ExitedEarly(f"{proc.name} exited early:\n{proc.output()}")
         return httpx.get(url, timeout=1.0).status_code < 500
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if up():
-                return
-        except RuntimeError:
-            raise
-        except Exception:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} did not come up; output:\n{proc.output() if proc else ''}")
+    try:
+        wait_until(up, timeout, what=url)
+    except TimeoutError:
+        raise TimeoutError(f"{url} did not come up; output:\n{proc.output() if proc else ''}") from None
 
 
 class RedisServer:

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ingress.auth import bearer_secret, is_authorized, query_secret
-from ingress.body import BadLength, BodyTooLarge, read_limited
+from ingress.body import BODY_TIMEOUT_SECONDS, BadLength, BodyTooLarge, BodyTooSlow, read_limited
 from ingress.enqueue import DeliveryQueue
 from ingress.payload import BadDelivery, parse_delivery
 from lswh_core.contract import delivery_id_of
@@ -59,6 +59,8 @@ async def receive_delivery(request: Request) -> Response:
         return error(413, f"body is larger than LSWH_MAX_BODY_BYTES ({state.settings.max_body_bytes} bytes)")
     except BadLength as exc:
         return error(400, str(exc))
+    except BodyTooSlow:
+        return error(408, f"body not received within {BODY_TIMEOUT_SECONDS:g} s", {"Connection": "close"})
     try:
         delivery = parse_delivery(body)
     except BadDelivery as exc:

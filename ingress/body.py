@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.requests import Request
+
+# uvicorn bounds neither headers nor body; the body at least the app can bound. LangSmith sends
+# a whole delivery in well under a second; a client dribbling one in must not hold a connection.
+BODY_TIMEOUT_SECONDS = 10.0
 
 
 class BodyTooLarge(Exception):
@@ -10,6 +16,10 @@ class BodyTooLarge(Exception):
 
 
 class BadLength(ValueError):
+    pass
+
+
+class BodyTooSlow(Exception):
     pass
 
 
@@ -23,9 +33,13 @@ async def read_limited(request: Request, limit: int) -> bytes:
             raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTooSlow from None
     return b"".join(chunks)

@@ -8,6 +8,7 @@ a failed job of its own, so the delivery job never fails because of one run.
 
 from __future__ import annotations
 
+import logging
 import math
 import traceback
 from collections.abc import Iterable
@@ -25,6 +26,7 @@ from workers.process import process_runs
 from workers.runtime import Runtime, get_runtime
 
 FINISHED_JOB_TTL = 86_400
+log = logging.getLogger("lswh.jobs")
 
 
 class RunFailed(Exception):
@@ -127,6 +129,7 @@ def split_off(runtime: Runtime, delivery_id: str, rule_id: str | None, failures:
     queue = Queue(contract.QUEUE, connection=runtime.redis)
     with runtime.redis.pipeline() as pipe:
         for run_id, error in failures.items():
+            log.warning("run %s of delivery %s failed: %s", run_id, delivery_id, error.reason)
             job = Job.create(
                 contract.RUN_JOB,
                 args=(delivery_id, run_id, rule_id),
@@ -152,4 +155,5 @@ def _wait_at_least(job: Job | None, seconds: float) -> None:
     if job is None or not seconds or not job.retry_intervals or not job.retries_left:
         return
     index = max(len(job.retry_intervals) - job.retries_left, 0)
-    job.retry_intervals[index] = max(job.retry_intervals[index], math.ceil(seconds))
+    # +1: RQ schedules to the whole second and could otherwise come back a little early.
+    job.retry_intervals[index] = max(job.retry_intervals[index], math.ceil(seconds) + 1)

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 
+import redis
 from langsmith import utils as ls_utils
 from rq import Queue, SimpleWorker
 from rq.job import Job
@@ -38,6 +39,7 @@ log = logging.getLogger("lswh.worker")
 HEARTBEAT_SECONDS = 5
 HEARTBEAT_TTL_SECONDS = 20  # four missed beats: the worker is gone
 MAINTENANCE_SECONDS = 10  # how often each worker offers to look for abandoned jobs (one does)
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class PipelineWorker(SimpleWorker):
@@ -65,12 +67,32 @@ class PipelineWorker(SimpleWorker):
 
         thread = threading.Thread(target=beat, name="lswh-heartbeat", daemon=True)
         thread.start()
+        lost_redis = False
         try:
             self.perform_job(job, queue, execution)
+        except REDIS_ERRORS:
+            lost_redis = True
         finally:
             stop.set()
             thread.join()
+        if lost_redis:
+            # Redis went away while RQ recorded how the job ended; RQ would let the worker die.
+            # Wait for it instead: the job, still "started" and no longer heartbeating, is then
+            # retried as abandoned (runs already done are skipped, the rest written idempotently).
+            log.warning("Redis unreachable while finishing job %s; waiting, it will be retried", job.id)
+            self.executions.pop(execution.id, None)
+            self._wait_for_redis()
         self.set_state("idle")
+
+    def _wait_for_redis(self) -> None:
+        delay = 0.5
+        while not self._stop_requested:
+            try:
+                self.connection.ping()
+                return
+            except REDIS_ERRORS:
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
 
 def check_api_key() -> str | None:

@@ -24,6 +24,7 @@ from lswh_core.redis import sync_redis
 from lswh_core.settings import Settings
 from workers.client import make_client
 from workers.s3 import HostRule, parse_rules
+from workers.transport import AiohttpTransport
 
 T = TypeVar("T")
 
@@ -31,7 +32,8 @@ T = TypeVar("T")
 # requeued after its delivery expired has only its id) and bypasses our bounded retries.
 warnings.filterwarnings("ignore", message=r"read_run\(\) is deprecated")
 
-# Measured in bench/workers.py: past ~32 concurrent GETs httpx's pool costs more than it gains.
+# bench/workers.py: with aiohttp's pool under httpx (workers/transport.py) 32 concurrent GETs
+# keep a 1,000-run delivery at the floor's pace; httpx's own pool got slower past 16.
 S3_CONCURRENCY = 32
 SDK_THREADS = 8
 
@@ -53,8 +55,8 @@ class Runtime:
     def http(self) -> httpx.AsyncClient:
         """Created on first use, on the loop thread (where it is used)."""
         if self._http is None:
-            limits = httpx.Limits(max_connections=S3_CONCURRENCY, max_keepalive_connections=S3_CONCURRENCY)
-            self._http = httpx.AsyncClient(limits=limits, follow_redirects=False, trust_env=False)
+            self._http = httpx.AsyncClient(transport=AiohttpTransport(max_connections=S3_CONCURRENCY),
+                                           follow_redirects=False, trust_env=False)
         return self._http
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:

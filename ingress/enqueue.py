@@ -22,15 +22,40 @@ from rq.utils import now, utcformat
 from lswh_core import contract
 from lswh_core.settings import Settings
 
+# The job hash fields that vary per delivery travel as arguments; the rest are baked into the
+# script at start-up (see _script_for), so a request sends only what is new.
 _ENQUEUE = """
+local constants = {%s}
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
-  redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+  redis.call('HSET', KEYS[2], 'created_at', ARGV[4], 'enqueued_at', ARGV[4], 'description', ARGV[5],
+             'data', ARGV[6], unpack(constants))
+  if ARGV[7] ~= '' then
+    redis.call('HSET', KEYS[2], 'retry_intervals', ARGV[7])
+  end
   redis.call('RPUSH', KEYS[3], ARGV[3])
   redis.call('SADD', KEYS[4], KEYS[3])
   return 1
 end
 return 0
 """
+_PER_DELIVERY = ("created_at", "enqueued_at", "description", "data", "retry_intervals")
+
+
+def _lua_string(value: str) -> str:
+    if not value.isascii() or any(c in value for c in "\\\"\n\r"):
+        raise ValueError(f"job field value not safe to bake into Lua: {value!r}")
+    return f'"{value}"'
+
+
+def _script_for(template: dict[str, object]) -> str:
+    pairs = []
+    for key, value in template.items():
+        if key in _PER_DELIVERY or value is None:
+            continue
+        text = value.decode() if isinstance(value, bytes) else str(getattr(value, "value", value))
+        pairs += [_lua_string(key), _lua_string(text)]
+    return _ENQUEUE % ", ".join(pairs)
+
 
 # Finished delivery jobs stay visible in the dashboard for a day, then expire.
 FINISHED_JOB_TTL = 86_400
@@ -49,7 +74,6 @@ class DeliveryQueue:
 
     def __init__(self, connection: redis.asyncio.Redis, settings: Settings) -> None:
         self._settings = settings
-        self._script = connection.register_script(_ENQUEUE)
         queue = Queue(contract.QUEUE, connection=_unconnected())
         self._queue_key = queue.key
         self._queues_key = queue.redis_queues_keys
@@ -67,27 +91,18 @@ class DeliveryQueue:
         )
         template.enqueued_at = now()
         template._status = JobStatus.QUEUED  # what Queue._prepare_for_queue sets
-        self._template = {k: v for k, v in template.to_dict().items() if v is not None}
+        self._script = connection.register_script(_script_for(template.to_dict()))
         self._pickle_protocol = pickle.HIGHEST_PROTOCOL
 
-    def _job_fields(self, delivery_id: str, runs: int) -> list[bytes | str | int]:
-        stamp = utcformat(now())
-        fields = dict(self._template)
-        fields["created_at"] = stamp
-        fields["enqueued_at"] = stamp
-        fields["description"] = contract.delivery_job_description(delivery_id, runs)
-        fields["data"] = zlib.compress(
-            pickle.dumps((contract.DELIVERY_JOB, None, (delivery_id,), {}), protocol=self._pickle_protocol)
-        )
+    def _job_fields(self, delivery_id: str, runs: int) -> list[bytes | str]:
+        """created_at, description, data, retry_intervals: in the script's ARGV order."""
+        data = zlib.compress(
+            pickle.dumps((contract.DELIVERY_JOB, None, (delivery_id,), {}), protocol=self._pickle_protocol))
+        intervals = ""
         if self._settings.retries:
-            intervals = contract.retry_intervals(self._settings.retries, self._settings.retry_base_seconds,
-                                                 _RNG)
-            fields["retry_intervals"] = json.dumps(intervals)
-        flat: list[bytes | str | int] = []
-        for key, value in fields.items():
-            flat.append(key)
-            flat.append(value if isinstance(value, bytes | str) else str(value))
-        return flat
+            intervals = json.dumps(
+                contract.retry_intervals(self._settings.retries, self._settings.retry_base_seconds, _RNG))
+        return [utcformat(now()), contract.delivery_job_description(delivery_id, runs), data, intervals]
 
     async def store(self, body: bytes, delivery_id: str, runs: int) -> Stored:
         job_id = contract.delivery_job_id(delivery_id)

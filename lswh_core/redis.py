@@ -22,10 +22,14 @@ def sync_redis(url: str, *, socket_timeout: float | None = None) -> redis.Redis:
 
 
 def async_redis(url: str, *, max_connections: int = 64) -> redis.asyncio.Redis:
-    return redis.asyncio.Redis.from_url(
+    """A burst beyond max_connections waits for a free connection (within the caller's
+    budget) instead of failing at once, as the default pool would."""
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=SOCKET_TIMEOUT,
-        max_connections=max_connections,
         retry_on_timeout=False,
     )
+    return redis.asyncio.Redis.from_pool(pool)  # closing the client closes its pool

@@ -1,0 +1,65 @@
+"""The ingress' one-round-trip enqueue writes jobs that RQ itself reads back as its own."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+from rq import Queue
+from rq.job import Job, JobStatus
+
+from ingress.enqueue import DeliveryQueue
+from lswh_core import contract
+from lswh_core.redis import async_redis
+from lswh_core.settings import Settings
+from tests.support.procs import RedisServer
+
+DB = 3
+
+
+def store(server: RedisServer, settings: Settings, body: bytes, delivery_id: str) -> bool:
+    async def go() -> bool:
+        client = async_redis(settings.redis_url)
+        try:
+            return (await DeliveryQueue(client, settings).store(body, delivery_id, 2)).duplicate
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def sync(redis_server: RedisServer) -> redis.Redis:
+    client = redis.Redis(port=redis_server.port, db=DB)
+    client.flushdb()
+    return client
+
+
+@pytest.mark.parametrize("retries", [0, 3])
+def test_job_is_what_rq_would_have_enqueued(redis_server: RedisServer, sync: redis.Redis, retries: int) -> None:
+    settings = Settings(redis_url=f"redis://127.0.0.1:{redis_server.port}/{DB}", retries=retries,
+                        retry_base_seconds=10, job_timeout=123, failed_keep_days=2)
+    assert store(redis_server, settings, b'{"runs": []}', "d" * 32) is False
+    queue = Queue(contract.QUEUE, connection=sync)
+    assert queue.job_ids == [contract.delivery_job_id("d" * 32)]
+    job = Job.fetch(queue.job_ids[0], connection=sync)
+    assert (job.func_name, job.args, job.kwargs) == (contract.DELIVERY_JOB, ("d" * 32,), {})
+    assert job.get_status() == JobStatus.QUEUED
+    assert job.origin == contract.QUEUE and job.timeout == 123 and job.failure_ttl == 2 * 86_400
+    assert job.description == contract.delivery_job_description("d" * 32, 2)
+    if retries:
+        assert job.retries_left == 3
+        assert job.retry_intervals is not None and len(job.retry_intervals) == 3
+        assert 7 <= job.retry_intervals[0] <= 13 and job.retry_intervals[2] > job.retry_intervals[1]
+    else:
+        assert job.retries_left is None and job.retry_intervals is None
+    assert queue in Queue.all(connection=sync)
+
+
+def test_second_store_of_a_delivery_writes_nothing(redis_server: RedisServer, sync: redis.Redis) -> None:
+    settings = Settings(redis_url=f"redis://127.0.0.1:{redis_server.port}/{DB}")
+    assert store(redis_server, settings, b"x", "e" * 32) is False
+    assert store(redis_server, settings, b"x", "e" * 32) is True
+    assert sync.llen(f"rq:queue:{contract.QUEUE}") == 1
+    assert 0 < sync.ttl(contract.delivery_key("e" * 32)) <= settings.keep_seconds

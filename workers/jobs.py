@@ -18,6 +18,7 @@ import orjson
 from rq import Queue, get_current_job
 from rq.job import Job
 from rq.job_lifecycle import record_job_failure
+from rq.utils import now
 
 from lswh_core import contract
 from lswh_core.redact import redact
@@ -141,6 +142,7 @@ def split_off(runtime: Runtime, delivery_id: str, rule_id: str | None, failures:
                 failure_ttl=settings.failed_keep_seconds,
                 origin=queue.name,
             )
+            job.ended_at = now()
             job.save(pipeline=pipe)
             record_job_failure(job, f"{RunFailed.__module__}.{RunFailed.__name__}: run {run_id}: {error.reason}",
                                pipe)

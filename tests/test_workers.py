@@ -219,3 +219,22 @@ def test_outputs_mode(mode_pipeline: Pipeline, standin: StandIn) -> None:
         found = mode_pipeline.wait_examples([corrected["id"], plain["id"]])
         assert found[corrected["id"]][0]["outputs"] == {"o": "model"}
         assert found[plain["id"]][0]["outputs"] == {"o": "model"}
+
+
+# --- LSWH_RULE_DATASETS ----------------------------------------------------------------------
+
+
+def test_rule_routes_its_runs_to_its_own_dataset(redis_server: RedisServer, standin: StandIn) -> None:
+    routed = f"routed-{uuid.uuid4().hex[:8]}"
+    rule = str(uuid.uuid4())
+    stack = Pipeline(redis_server, standin, db=4, LSWH_RULE_DATASETS=f"other-rule=elsewhere,{rule}={routed}")
+    try:
+        mine, default = fresh_run(inputs={"i": "routed"}), fresh_run(inputs={"i": "default"})
+        stack.post(delivery([mine], rule_id=rule))
+        stack.post(delivery([default]))
+        assert stack.wait_examples([default["id"]])  # the default dataset (LSWH_DATASET)
+        wait_until(lambda: standin.examples_by_run([mine["id"]], routed), what="the routed example")
+        assert mine["id"] not in standin.examples_by_run([mine["id"]], stack.dataset)
+        assert standin.examples_by_run([mine["id"]], routed)[mine["id"]][0]["metadata"]["rule_id"] == rule
+    finally:
+        stack.stop()

@@ -238,3 +238,23 @@ def test_rule_routes_its_runs_to_its_own_dataset(redis_server: RedisServer, stan
         assert standin.examples_by_run([mine["id"]], routed)[mine["id"]][0]["metadata"]["rule_id"] == rule
     finally:
         stack.stop()
+
+
+def test_deleted_dataset_is_created_again(redis_server: RedisServer) -> None:
+    """A worker caches the dataset id; if someone deletes the dataset, the next writes meet a
+    404 and the retry recreates it rather than failing every run for good."""
+    own = StandIn()  # its own stand-in: the reset below must not touch other tests' data
+    stack = Pipeline(redis_server, own, db=4)
+    try:
+        first = fresh_run(inputs={"i": 1})
+        stack.post(delivery([first]))
+        stack.wait_examples([first["id"]])
+        own.admin("POST", "reset")  # datasets and examples gone
+        second = fresh_run(inputs={"i": 2})
+        stack.post(delivery([second]))
+        assert stack.wait_examples([second["id"]], timeout=30)[second["id"]][0]["inputs"] == {"i": 2}
+        stack.wait_idle()
+        assert not stack.failed_jobs()
+    finally:
+        stack.stop()
+        own.stop()

@@ -55,6 +55,15 @@ class Writer:
         self.runtime = runtime
         self.dataset_id = dataset_id
 
+    def _dataset_gone(self) -> RunError:
+        """Someone deleted the dataset since this worker cached its id: forget the id, so the
+        retry creates the dataset again instead of failing every run for good."""
+        for name, dataset_id in list(self.runtime.datasets.items()):
+            if dataset_id == self.dataset_id:
+                del self.runtime.datasets[name]
+        return RunError("writing the example: the dataset is gone (deleted?); it is created again on retry",
+                        transient=True)
+
     async def existing(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         async def one_chunk(chunk: Sequence[str]) -> list[Any]:
             return await self.runtime.call(
@@ -73,6 +82,8 @@ class Writer:
         for _ in range(MAX_CONFLICT_ROUNDS):
             try:
                 stored = await self.existing([e["id"] for e in pending])
+            except ls_utils.LangSmithNotFoundError:
+                return {**outcomes, **dict.fromkeys((e["source_run_id"] for e in pending), self._dataset_gone())}
             except Exception as exc:
                 error = classify(exc, "reading existing examples")
                 return {**outcomes, **{e["source_run_id"]: error for e in pending}}
@@ -121,6 +132,8 @@ class Writer:
             return [(e, None) for e in batch]
         except ls_utils.LangSmithConflictError:
             return [(e, "conflict") for e in batch]
+        except ls_utils.LangSmithNotFoundError:
+            return [(e, self._dataset_gone()) for e in batch]
         except Exception as exc:
             error = classify(exc, "writing the example")
             if error.transient or len(batch) == 1:

@@ -1,0 +1,1 @@
+"""Baseline ingress apps, served with the same uvicorn settings as `ingress.app:app`."""

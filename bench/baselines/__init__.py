@@ -1,0 +1,1 @@
+"""Baseline run-to-example pipelines the workers are measured against."""

@@ -1,0 +1,248 @@
+"""Ingress throughput, latency and memory: ours against a floor and a peer, side by side.
+
+    python -m bench.ingress [--quick] [--rounds N] [--seconds S] [--apps floor,peer,ours]
+
+Every app is served by the same uvicorn settings against the same redis-server (flushed
+between apps), one after another, rounds interleaved (floor, peer, ours, floor, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import redis
+
+from bench import load
+from bench.payloads import big_body
+from bench.servers import SECRET, cpu_seconds, loadavg, rss_mb, uvicorn_app
+from tests.support.procs import RedisServer
+
+APPS = {"floor": "bench.apps.floor:app", "peer": "bench.apps.peer:app", "ours": "ingress.app:app"}
+PATH = f"/webhooks/langsmith?secret={SECRET}"
+HOST = "127.0.0.1"
+
+
+@dataclass
+class Settings:
+    rounds: int = 5
+    seconds: float = 10.0
+    warmup_seconds: float = 2.0
+    connections: int = 50
+    open_rate: float = 1000.0
+    open_seconds: float = 10.0
+    big_repeats: int = 5
+    rss_total: int = 100_000
+    rss_step: int = 20_000
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(rounds=1, seconds=3.0, warmup_seconds=1.0, open_seconds=3.0, big_repeats=2,
+                   rss_total=10_000, rss_step=2_000)
+
+
+@dataclass
+class AppResult:
+    rps: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)  # app process CPU per accepted request
+    redis_cpu_us: list[float] = field(default_factory=list)
+    stored_ok: list[bool] = field(default_factory=list)
+    errors: int = 0
+    open_p50: float | None = None
+    open_p99: float | None = None
+    open_ok: int = 0
+    open_sent: int = 0
+    big_ms: list[float] = field(default_factory=list)
+    big_status: set = field(default_factory=set)
+
+
+def stored_count(client: redis.Redis, app: str) -> int:
+    if app == "floor":
+        return int(client.llen("bench:floor"))
+    if app == "peer":
+        return int(client.llen("rq:queue:bench-peer"))
+    return sum(1 for _ in client.scan_iter(match="lswh:delivery:*", count=1000))
+
+
+def closed_round(app: str, server: RedisServer, s: Settings, result: AppResult, generator: list[str]) -> None:
+    redis_url = server.url
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    proc, port = uvicorn_app(APPS[app], redis_url, name=f"bench-{app}")
+    try:
+        load.closed_loop(HOST, port, PATH, connections=s.connections, seconds=s.warmup_seconds)
+        client.flushall()
+        cpu, redis_cpu = cpu_seconds(proc.pid), cpu_seconds(server.proc.pid)
+        r = load.closed_loop(HOST, port, PATH, connections=s.connections, seconds=s.seconds)
+        accepted = max(1, r.statuses.get(202, 0))
+        result.cpu_us.append((cpu_seconds(proc.pid) - cpu) / accepted * 1e6)
+        result.redis_cpu_us.append((cpu_seconds(server.proc.pid) - redis_cpu) / accepted * 1e6)
+        generator[:] = [r.generator]
+        result.rps.append(r.rps)
+        result.errors += r.errors + sum(v for k, v in r.statuses.items() if k != 202)
+        # Every 202 must mean stored: at least as many stored deliveries as 202s counted.
+        result.stored_ok.append(stored_count(client, app) >= r.statuses.get(202, 0))
+        print(f"  {app:5s} {r.rps:9.0f} req/s  app CPU {result.cpu_us[-1]:.0f} us/req, redis "
+              f"{result.redis_cpu_us[-1]:.0f} us/req ({r.generator}, {r.seconds:.1f} s, "
+              f"statuses {dict(r.statuses)}, errors {r.errors}, load {loadavg()})", flush=True)
+    finally:
+        proc.stop()
+        client.flushall()
+        client.close()
+
+
+def latency_phase(app: str, redis_url: str, s: Settings, result: AppResult) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    proc, port = uvicorn_app(APPS[app], redis_url, name=f"bench-{app}")
+    try:
+        load.closed_loop_python(HOST, port, PATH, connections=16, count=2000)  # warm up
+        r = load.open_loop(HOST, port, PATH, rate=s.open_rate, seconds=s.open_seconds)
+        result.open_p50, result.open_p99 = r.p50_ms, r.p99_ms
+        result.open_ok, result.open_sent = r.statuses.get(202, 0), int(s.open_rate * s.open_seconds)
+        print(f"  {app:5s} open loop {s.open_rate:.0f}/s: p50 {r.p50_ms:.2f} ms p99 {r.p99_ms:.2f} ms "
+              f"({dict(r.statuses)}, errors {r.errors}, generator CPU {r.client_cpu_s:.1f} s, "
+              f"load {loadavg()})", flush=True)
+        client.flushall()
+        with httpx.Client(timeout=30) as http:
+            url = f"http://{HOST}:{port}{PATH}"
+            http.post(url, content=big_body(1024 * 1024))  # warm the big-body path
+            for _ in range(s.big_repeats):
+                body = big_body()
+                t = time.perf_counter()
+                resp = http.post(url, content=body)
+                result.big_ms.append((time.perf_counter() - t) * 1000)
+                result.big_status.add(resp.status_code)
+        print(f"  {app:5s} 10 MiB delivery: {[round(x) for x in result.big_ms]} ms, "
+              f"status {sorted(result.big_status)}", flush=True)
+    finally:
+        proc.stop()
+        client.flushall()
+        client.close()
+
+
+def rss_phase(redis_url: str, s: Settings) -> list[tuple[int, float]]:
+    """RSS of our ingress after every rss_step deliveries, up to rss_total."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    proc, port = uvicorn_app(APPS["ours"], redis_url, name="bench-ours-rss")
+    points: list[tuple[int, float]] = []
+    try:
+        points.append((0, rss_mb(proc.pid)))
+        done = 0
+        while done < s.rss_total:
+            r = load.closed_loop_python(HOST, port, PATH, connections=32, count=s.rss_step)
+            done += r.requests
+            points.append((done, rss_mb(proc.pid)))
+            print(f"  ours RSS after {done} deliveries: {points[-1][1]:.1f} MB "
+                  f"({r.rps:.0f} req/s, {dict(r.statuses)})", flush=True)
+    finally:
+        proc.stop()
+        client.flushall()
+        client.close()
+    return points
+
+
+def _fmt(x: float | None, spec: str = ".0f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "**NO**"
+
+
+def run(s: Settings, apps: list[str]) -> list[str]:
+    server = RedisServer()
+    results = {app: AppResult() for app in apps}
+    generator: list[str] = [""]
+    rss: list[tuple[int, float]] = []
+    try:
+        for rnd in range(s.rounds):
+            print(f"round {rnd + 1}/{s.rounds} (closed loop, {s.seconds:.0f} s each)", flush=True)
+            for app in apps:
+                closed_round(app, server, s, results[app], generator)
+        print("open loop and 10 MiB deliveries", flush=True)
+        for app in apps:
+            latency_phase(app, server.url, s, results[app])
+        if "ours" in apps:
+            print("RSS over deliveries", flush=True)
+            rss = rss_phase(server.url, s)
+    finally:
+        server.stop()
+    return table(s, apps, results, generator[0], rss)
+
+
+def table(s: Settings, apps: list[str], results: dict[str, AppResult], generator: str,
+          rss: list[tuple[int, float]]) -> list[str]:
+    med = {app: load.median(results[app].rps) for app in apps}
+    lines = [f"### Ingress (closed loop: {generator}, {s.seconds:.0f} s per app per round, "
+             f"{s.rounds} rounds interleaved, medians)", "",
+             "| measure | " + " | ".join(apps) + " | target | met |",
+             "|---|" + "---:|" * len(apps) + "---|---|"]
+
+    def row(name: str, cells: list[str], target: str = "", met: str = "") -> None:
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {target} | {met} |")
+
+    row("req/s, median", [_fmt(med[a]) for a in apps])
+    row("req/s, each round", [" / ".join(_fmt(x) for x in results[a].rps) for a in apps])
+    row("app process CPU us per request, median", [_fmt(load.median(results[a].cpu_us)) for a in apps])
+    row("redis-server CPU us per request, median", [_fmt(load.median(results[a].redis_cpu_us)) for a in apps])
+    row("non-202 or errors", [str(results[a].errors) for a in apps])
+    row("every 202 stored", [_yes(all(results[a].stored_ok)) for a in apps])
+    if "ours" in apps:
+        ours = med["ours"]
+        if "floor" in apps:
+            ratio = ours / med["floor"]
+            row("ours / floor", ["" for _ in apps[:-1]] + [f"{ratio:.2f}x"], ">= 0.6x", _yes(ratio >= 0.6))
+        if "peer" in apps:
+            ratio = ours / med["peer"]
+            row("ours / peer", ["" for _ in apps[:-1]] + [f"{ratio:.2f}x"], ">= 2.5x", _yes(ratio >= 2.5))
+    if "floor" in apps and "peer" in apps:
+        row("floor / peer", [f"{med['floor'] / med['peer']:.2f}x"] + ["" for _ in apps[1:]])
+    row(f"p50 ms at {s.open_rate:.0f} req/s open loop, {s.open_seconds:.0f} s",
+        [_fmt(results[a].open_p50, ".2f") for a in apps])
+    p99_target = results["ours"].open_p99 if "ours" in apps else None
+    row(f"p99 ms at {s.open_rate:.0f} req/s open loop",
+        [_fmt(results[a].open_p99, ".2f") for a in apps], "< 25 ms",
+        _yes(p99_target is not None and p99_target < 25) if "ours" in apps else "")
+    row("open loop 202s / sent", [f"{results[a].open_ok}/{results[a].open_sent}" for a in apps])
+    big = {a: load.median(results[a].big_ms) for a in apps}
+    row(f"10 MiB delivery ms, median of {s.big_repeats}",
+        [f"{_fmt(big[a])} ({'/'.join(str(c) for c in sorted(results[a].big_status))})" for a in apps],
+        "< 500 ms", _yes(big["ours"] < 500 and results["ours"].big_status == {202}) if "ours" in apps else "")
+    if rss:
+        first = rss[1][1] if len(rss) > 1 else rss[0][1]
+        peak = max(m for _, m in rss)
+        growth = rss[-1][1] - first
+        cells = " / ".join(f"{m:.0f}" for _, m in rss)
+        row(f"ours RSS MB at 0/{s.rss_step // 1000}k/.../{s.rss_total // 1000}k deliveries",
+            ["" for _ in apps[:-1]] + [cells], "< 150 MB, no growth",
+            _yes(peak < 150 and growth < 0.1 * first))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> list[str]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one short round: a smoke run")
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--seconds", type=float)
+    parser.add_argument("--connections", type=int)
+    parser.add_argument("--apps", default="floor,peer,ours")
+    args = parser.parse_args(argv)
+    s = Settings.quick() if args.quick else Settings()
+    if args.rounds:
+        s.rounds = args.rounds
+    if args.seconds:
+        s.seconds = args.seconds
+    if args.connections:
+        s.connections = args.connections
+    apps = [a for a in args.apps.split(",") if a]
+    lines = run(s, apps)
+    print("\n".join(lines))
+    return lines
+
+
+if __name__ == "__main__":
+    main()

@@ -57,8 +57,6 @@ def _script_for(template: dict[str, object]) -> str:
     return _ENQUEUE % ", ".join(pairs)
 
 
-# Finished delivery jobs stay visible in the dashboard for a day, then expire.
-FINISHED_JOB_TTL = 86_400
 _RNG = random.Random()
 
 
@@ -82,9 +80,7 @@ class DeliveryQueue:
             args=("0" * 32,),
             connection=queue.connection,
             id=contract.delivery_job_id("0" * 32),
-            timeout=settings.job_timeout,
-            result_ttl=FINISHED_JOB_TTL,
-            failure_ttl=settings.failed_keep_seconds,
+            **contract.job_lifetimes(settings),
             description="",
             retry=Retry(max=settings.retries, interval=1) if settings.retries else None,
             origin=queue.name,

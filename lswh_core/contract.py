@@ -7,12 +7,24 @@ from __future__ import annotations
 
 import hashlib
 import random
+from typing import Any
+
+from lswh_core.settings import Settings
 
 QUEUE = "lswh"
 DELIVERY_JOB = "workers.jobs.process_delivery"
 RUN_JOB = "workers.jobs.process_run"
 
 KEY_PREFIX = "lswh:"
+
+# Finished jobs stay visible in the dashboard for a day, then expire.
+FINISHED_JOB_TTL = 86_400
+
+
+def job_lifetimes(settings: Settings) -> dict[str, Any]:
+    """RQ job options every pipeline job gets, whoever creates it (ingress or worker)."""
+    return {"timeout": settings.job_timeout, "result_ttl": FINISHED_JOB_TTL,
+            "failure_ttl": settings.failed_keep_seconds}
 
 
 def delivery_id_of(body: bytes) -> str:

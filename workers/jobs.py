@@ -26,7 +26,6 @@ from workers.errors import RunError
 from workers.process import process_runs
 from workers.runtime import Runtime, get_runtime
 
-FINISHED_JOB_TTL = 86_400
 log = logging.getLogger("lswh.jobs")
 
 
@@ -137,9 +136,7 @@ def split_off(runtime: Runtime, delivery_id: str, rule_id: str | None, failures:
                 connection=runtime.redis,
                 id=contract.run_job_id(delivery_id, run_id),
                 description=contract.run_job_description(delivery_id, run_id),
-                timeout=settings.job_timeout,
-                result_ttl=FINISHED_JOB_TTL,
-                failure_ttl=settings.failed_keep_seconds,
+                **contract.job_lifetimes(settings),
                 origin=queue.name,
             )
             job.ended_at = now()

@@ -258,3 +258,13 @@ def test_deleted_dataset_is_created_again(redis_server: RedisServer) -> None:
     finally:
         stack.stop()
         own.stop()
+
+
+def test_empty_inline_inputs_are_used_not_looked_up(pipeline: Pipeline, standin: StandIn) -> None:
+    """Non-null wins: {} is a run's real (empty) inputs, not a reason to ask the API."""
+    run = fresh_run(inputs={}, outputs={})
+    standin.add_runs([{"id": run["id"], "inputs": {"from": "api"}, "outputs": {"from": "api"}}])
+    pipeline.post(delivery([run]))
+    example = pipeline.wait_examples([run["id"]])[run["id"]][0]
+    assert example["inputs"] == {}
+    assert example["outputs"] in ({}, None)

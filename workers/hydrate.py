@@ -63,7 +63,9 @@ class Hydrator:
                 return None
 
     async def inputs(self, run: dict[str, Any]) -> dict[str, Any]:
-        value = inline(run, "inputs") or await self._from_url(run, "inputs")
+        value = inline(run, "inputs")  # non-null wins, even {}
+        if value is None:
+            value = await self._from_url(run, "inputs")
         if value is not None:
             return value
         api_run = await self._read_run(str(run["id"]))
@@ -74,7 +76,9 @@ class Hydrator:
         return dict(api_run.inputs or {})
 
     async def outputs(self, run: dict[str, Any]) -> dict[str, Any] | None:
-        value = inline(run, "outputs") or await self._from_url(run, "outputs")
+        value = inline(run, "outputs")
+        if value is None:
+            value = await self._from_url(run, "outputs")
         if value is not None:
             return value
         api_run = await self._read_run(str(run["id"]))

@@ -55,7 +55,8 @@ class Runtime:
     def http(self) -> httpx.AsyncClient:
         """Created on first use, on the loop thread (where it is used)."""
         if self._http is None:
-            self._http = httpx.AsyncClient(transport=AiohttpTransport(max_connections=S3_CONCURRENCY),
+            exact = [rule.host for rule in self.rules if rule.exact]
+            self._http = httpx.AsyncClient(transport=AiohttpTransport(S3_CONCURRENCY, exact_hosts=exact),
                                            follow_redirects=False, trust_env=False)
         return self._http
 

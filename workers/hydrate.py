@@ -62,10 +62,13 @@ class Hydrator:
             except s3.ObjectUnusable:
                 return None
 
+    async def _without_api(self, run: dict[str, Any], name: str) -> dict[str, Any] | None:
+        """Inline when non-null (even {}), else the presigned object; None: ask the API."""
+        value = inline(run, name)
+        return value if value is not None else await self._from_url(run, name)
+
     async def inputs(self, run: dict[str, Any]) -> dict[str, Any]:
-        value = inline(run, "inputs")  # non-null wins, even {}
-        if value is None:
-            value = await self._from_url(run, "inputs")
+        value = await self._without_api(run, "inputs")
         if value is not None:
             return value
         api_run = await self._read_run(str(run["id"]))
@@ -76,9 +79,7 @@ class Hydrator:
         return dict(api_run.inputs or {})
 
     async def outputs(self, run: dict[str, Any]) -> dict[str, Any] | None:
-        value = inline(run, "outputs")
-        if value is None:
-            value = await self._from_url(run, "outputs")
+        value = await self._without_api(run, "outputs")
         if value is not None:
             return value
         api_run = await self._read_run(str(run["id"]))

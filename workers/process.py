@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from workers import feedback
-from workers.errors import RunError, classify
+from workers.errors import classify
 from workers.examples import build_example
 from workers.hydrate import Hydrator
 from workers.runtime import Runtime
@@ -84,5 +84,3 @@ async def _settle(*tasks: asyncio.Future[Any]) -> None:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
 
-
-__all__ = ["RunError", "process_runs"]

@@ -31,6 +31,7 @@ from bench.payloads import fixture_text
 from bench.servers import ROOT, SECRET, cpu_seconds, loadavg, rss_mb, tree_pids, uvicorn_app
 from lswh_core import contract
 from tests.support.procs import Proc, RedisServer, free_port, wait_http
+from workers.runtime import S3_CONCURRENCY
 
 API_KEY = "lsv2-standin-key"
 DATASET = "bench-examples"
@@ -44,7 +45,7 @@ class Settings:
     runs: int = 1000
     latency_ms: int = 20
     floor_sweep: tuple[int, ...] = (8, 16, 32, 64, 128)
-    floor_concurrency: int = 32  # the pipeline's S3_CONCURRENCY
+    floor_concurrency: int = S3_CONCURRENCY  # the floor fetches at the pipeline's concurrency
     scale_latency_ms: int = 200
     scale_deliveries: int = 20
     scale_runs: int = 100

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
+
+import httpx
+import httpx2
 import requests
+import urllib3.exceptions
+from langsmith import APIConnectionError, APIError, APIStatusError
 from langsmith import utils as ls_utils
 
 from lswh_core.redact import redact
@@ -39,16 +45,57 @@ def parse_retry_after(value: str | None) -> float | None:
         return None  # an HTTP date: rare from LangSmith; fall back to our backoff
 
 
+# A connection that broke before or while the answer arrived: nothing says the request was
+# wrong, so it is worth sending again. The SDK wraps some of these (a reset mid-response reaches
+# it as requests' ChunkedEncodingError) in a plain LangSmithError, so the chain is searched.
+_BROKEN_CONNECTION = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                      urllib3.exceptions.ProtocolError, http.client.IncompleteRead, httpx.TransportError, httpx2.TransportError,
+                      ConnectionError, TimeoutError)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return chain
+
+
+def _generated(exc: BaseException, doing: str) -> RunError | None:
+    """The v2 (generated) client's own error classes, which are not LangSmithError."""
+    if isinstance(exc, APIStatusError):
+        status = exc.status_code
+        retry_after = parse_retry_after(exc.response.headers.get("Retry-After"))
+        if status in TRANSIENT_STATUSES:
+            return RunError(f"{doing}: LangSmith answered {status}", transient=True, retry_after=retry_after)
+        if status == 401:
+            return RunError(f"{doing}: LangSmith rejected the API key", transient=False)
+        if status == 404:
+            return RunError(f"{doing}: not found in LangSmith", transient=False)
+        return RunError(f"{doing}: LangSmith answered {status}", transient=False)
+    if isinstance(exc, APIConnectionError):  # timeouts included
+        return RunError(f"{doing}: {type(exc).__name__}", transient=True)
+    if isinstance(exc, APIError):  # e.g. a response that does not validate
+        return RunError(f"{doing}: {type(exc).__name__}", transient=False)
+    return None
+
+
 def classify(exc: BaseException, doing: str) -> RunError:
     """Turn any exception from the SDK, httpx or our code into a RunError with a clean reason."""
     if isinstance(exc, RunError):
         return exc
-    cause: BaseException | None = exc
-    while cause is not None:
+    chain = _causes(exc)
+    for cause in chain:
         if isinstance(cause, LangSmithUnavailable):
             return RunError(f"{doing}: LangSmith answered {cause.status}", transient=True,
                             retry_after=cause.retry_after)
-        cause = cause.__cause__ or cause.__context__
+    generated_error = _generated(exc, doing)
+    if generated_error is not None:
+        return generated_error
+    for cause in chain:
+        if isinstance(cause, _BROKEN_CONNECTION):
+            return RunError(f"{doing}: connection broken ({type(cause).__name__})", transient=True)
     if isinstance(exc, ls_utils.LangSmithRateLimitError):
         return RunError(f"{doing}: LangSmith rate limit", transient=True)
     if isinstance(exc, ls_utils.LangSmithConnectionError | ls_utils.LangSmithRequestTimeout

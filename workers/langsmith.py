@@ -1,0 +1,364 @@
+"""The one door to LangSmith: every call the workers make to it goes through `LangSmith`.
+
+Two SDK clients sit behind it. The hand-written `Client` (requests) reads feedback and
+datasets and writes examples; the generated v2 client (`AsyncLangsmith`, on httpx2) runs the v2
+runs query. Both send through workers/langsmith_http.py, so both draw from the shared rate
+budget and neither retries or sleeps on its own. Nothing here calls a deprecated SDK method:
+`read_run`/`list_runs` (removed after 2027-01-31) are replaced by bulk queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import enum
+import os
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx2
+import orjson
+import redis
+import requests
+from langsmith import AsyncLangsmith, Client
+from langsmith import utils as ls_utils
+
+from lswh_core.settings import Settings
+from workers.errors import TRANSIENT_STATUSES, LangSmithUnavailable, RunError, classify, parse_retry_after
+from workers.langsmith_http import Budget, BudgetedAdapter, BudgetedTransport, Recorder, RouteOf
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+TIMEOUT_MS = (5_000, 30_000)
+V1_QUERY_PAGE = 100  # POST /runs/query answers 422 above 100 (SDK list_runs pages at 100)
+V2_QUERY_PAGE_MAX = 1000  # query_v2's page_size bounds (SDK: resources/runs/runs.py)
+FEEDBACK_CHUNK = 100  # run ids per GET /feedback (URL length; the API pages at 100)
+EXAMPLES_CHUNK = 100  # ids per GET /examples (URL length)
+# The v2 query filters on start_time; LangSmith stores microseconds, deliveries may round.
+WINDOW_SLACK = dt.timedelta(seconds=1)
+MIN_V2_VERSION = (0, 16, 0)  # SDK: Client.runs checks _check_backend_version(..., "0.16.0")
+
+
+class QueryBackend(enum.Enum):
+    """Which run-query backends a LangSmith server has, from `/info`'s instance flags, decided
+    as the SDK does (langsmith/_internal/_v2_migration_utils.py `get_query_backend`):
+    `ch_query_enabled` defaults on when absent, `sdb_query_enabled` off."""
+
+    V1_ONLY = "clickhouse_only"
+    V2_ONLY = "smithdb_only"
+    BOTH = "dual"
+
+    @classmethod
+    def of(cls, flags: Mapping[str, Any] | None, version: str | None) -> QueryBackend:
+        flags = flags or {}
+        v1 = bool(flags.get("ch_query_enabled", True))
+        v2 = bool(flags.get("sdb_query_enabled", False)) and _version(version) >= MIN_V2_VERSION
+        if v2 and not v1:
+            return cls.V2_ONLY
+        return cls.BOTH if v2 else cls.V1_ONLY
+
+
+def _version(text: str | None) -> tuple[int, ...]:
+    parts = []
+    for piece in (text or "0").split(".")[:3]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """What locating a run through the API needs: its id, project and start time."""
+
+    id: str
+    project_id: str | None = None
+    start_time: str | None = None
+
+    @classmethod
+    def of(cls, run: Mapping[str, Any]) -> RunRef:
+        return cls(str(run["id"]), _text(run.get("session_id")), _text(run.get("start_time")))
+
+
+@dataclass(frozen=True)
+class ApiRun:
+    id: str
+    name: str | None
+    trace_id: str | None
+    inputs: dict[str, Any] | None
+    outputs: dict[str, Any] | None
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+def _moment(value: str) -> dt.datetime | None:
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """Which runs go to which query; `unlocatable` are runs no query this server has can find."""
+
+    v2: dict[str, list[RunRef]]  # project id -> runs
+    v1: list[RunRef]
+    unlocatable: list[RunRef]
+
+
+def plan_reads(refs: Iterable[RunRef], backend: QueryBackend) -> ReadPlan:
+    """v2 where the server has it and the run can be located (project and start time: the v2
+    query needs both); v1 where the server has it; else the run cannot be read."""
+    v2: dict[str, list[RunRef]] = {}
+    v1: list[RunRef] = []
+    unlocatable: list[RunRef] = []
+    for ref in refs:
+        locatable = ref.project_id is not None and ref.start_time is not None and _moment(ref.start_time)
+        if backend is not QueryBackend.V1_ONLY and locatable:
+            v2.setdefault(str(ref.project_id), []).append(ref)
+        elif backend is not QueryBackend.V2_ONLY:
+            v1.append(ref)
+        else:
+            unlocatable.append(ref)
+    return ReadPlan(v2, v1, unlocatable)
+
+
+def start_window(refs: Sequence[RunRef]) -> tuple[dt.datetime, dt.datetime]:
+    """The start-time window that holds every run: without one the v2 query covers only the last
+    day (SDK: query_v2's min_start_time defaults to 1 day ago)."""
+    moments = [m for m in (_moment(r.start_time or "") for r in refs) if m is not None]
+    return min(moments) - WINDOW_SLACK, max(moments) + WINDOW_SLACK
+
+
+def selects(*, inputs: bool, outputs: bool) -> list[str]:
+    """Only the fields a read needs (the v2 query returns only `id` without `selects`)."""
+    fields = ["ID", "NAME", "TRACE_ID"]
+    return fields + (["INPUTS"] if inputs else []) + (["OUTPUTS"] if outputs else [])
+
+
+def _dict_or_none(value: Any) -> dict[str, Any] | None:
+    return dict(value) if isinstance(value, Mapping) else None
+
+
+def _api_run(run: Any) -> ApiRun:
+    get = run.get if isinstance(run, Mapping) else lambda name: getattr(run, name, None)
+    return ApiRun(id=str(get("id")), name=_text(get("name")), trace_id=_text(get("trace_id")),
+                  inputs=_dict_or_none(get("inputs")), outputs=_dict_or_none(get("outputs")))
+
+
+async def split_on_refusal(items: Sequence[T], call: Callable[[Sequence[T]], Awaitable[R]], doing: str
+                           ) -> list[tuple[Sequence[T], R | RunError]]:
+    """Call with the whole batch; when LangSmith refuses it for good (a 4xx), split it in halves
+    until the items at fault are alone, so one bad run never costs its neighbours. A transient
+    failure is the whole batch's: it is retried later as a whole."""
+    try:
+        return [(items, await call(items))]
+    except Exception as exc:
+        error = classify(exc, doing)
+        if error.transient or len(items) == 1:
+            return [(items, error)]
+    middle = len(items) // 2
+    first, second = await asyncio.gather(split_on_refusal(items[:middle], call, doing),
+                                         split_on_refusal(items[middle:], call, doing))
+    return first + second
+
+
+def _raise_transient(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    """The final transient answer leaves the SDK as LangSmithUnavailable, before the SDK's own
+    retry loop could sleep on it (it sleeps a Retry-After, or 30 s without one, on a 429)."""
+    if response.status_code in TRANSIENT_STATUSES:
+        raise LangSmithUnavailable(response.status_code, parse_retry_after(response.headers.get("Retry-After")))
+
+
+def openapi_base_url(api_url: str) -> str:
+    """The generated client's base URL from LANGSMITH_ENDPOINT, as the SDK derives it
+    (client.py `_get_openapi_base_url`): self-hosted endpoints end in /api/v1."""
+    api_url = api_url.rstrip("/")
+    for suffix in ("/api/v1", "/api"):
+        if api_url.endswith(suffix):
+            return api_url[: -len(suffix)]
+    return api_url
+
+
+class LangSmith:
+    """Runs, feedback, datasets and examples, through the shared budget.
+
+    Blocking SDK calls run on the worker's SDK thread pool (`call`); the v2 client lives on the
+    worker's one I/O loop, where every coroutine here runs.
+    """
+
+    def __init__(self, *, call: Callable[..., Awaitable[Any]], budget: Budget | None, route_of: RouteOf,
+                 recorder: Recorder | None = None, api_url: str | None = None, api_key: str | None = None) -> None:
+        self.call = call
+        self.budget = budget
+        self.route_of = route_of
+        self.recorder = recorder
+        session = requests.Session()
+        session.hooks["response"].append(_raise_transient)
+        self.client = Client(
+            api_url=api_url or os.environ.get("LANGSMITH_ENDPOINT") or None,
+            api_key=api_key or os.environ.get("LANGSMITH_API_KEY") or None,
+            timeout_ms=TIMEOUT_MS,
+            session=session,
+            auto_batch_tracing=False,
+        )
+        # After the Client: it mounts its own retrying adapter on the session.
+        adapter = BudgetedAdapter(budget, route_of, recorder)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        self._v2: AsyncLangsmith | None = None
+
+    @classmethod
+    def for_settings(cls, settings: Settings, connection: redis.Redis, *, call: Callable[..., Awaitable[Any]],
+                     recorder: Recorder | None = None) -> LangSmith:
+        from workers.budget import route_of
+
+        return cls(call=call, budget=None, route_of=route_of, recorder=recorder)
+
+    @property
+    def api_url(self) -> str:
+        return str(self.client.api_url)
+
+    def backend(self) -> QueryBackend:
+        info = self.client.info  # GET /info once per client (the SDK caches it)
+        return QueryBackend.of(info.instance_flags, info.version)
+
+    def v2(self) -> AsyncLangsmith:
+        """Made on first use, on the I/O loop (its httpx client is bound to that loop)."""
+        if self._v2 is None:
+            timeout = httpx2.Timeout(TIMEOUT_MS[1] / 1000, connect=TIMEOUT_MS[0] / 1000)
+            http = httpx2.AsyncClient(transport=BudgetedTransport(self.budget, self.route_of, self.recorder),
+                                     timeout=timeout, trust_env=False, follow_redirects=False)
+            self._v2 = AsyncLangsmith(api_key=self.client.api_key, base_url=openapi_base_url(self.api_url),
+                                      max_retries=0, timeout=timeout, http_client=http)
+        return self._v2
+
+    # --- runs ---------------------------------------------------------------------------
+
+    async def read_runs(self, refs: Sequence[RunRef], *, inputs: bool, outputs: bool, page_size: int
+                        ) -> dict[str, ApiRun | RunError]:
+        """The runs LangSmith returns, by id; a run it refuses maps to its error; a run it does
+        not return is absent. Pages are at most `page_size` runs (a slice)."""
+        backend = await self.call(self.backend)
+        plan = plan_reads(refs, backend)
+        found: dict[str, ApiRun | RunError] = {}
+        for ref in plan.unlocatable:
+            found[ref.id] = RunError("cannot locate run: it has no session_id or start_time, which the v2 runs "
+                                     "query needs, and this LangSmith has no v1 runs query", transient=False)
+        fields = selects(inputs=inputs, outputs=outputs)
+
+        async def v2_batch(batch: Sequence[RunRef]) -> list[ApiRun]:
+            return await self._query_v2(batch, fields, page_size)
+
+        async def v1_batch(batch: Sequence[RunRef]) -> list[ApiRun]:
+            return await self.call(self._query_v1, [r.id for r in batch], [f.lower() for f in fields])
+
+        batches: list[Awaitable[list[tuple[Sequence[RunRef], list[ApiRun] | RunError]]]] = []
+        for project_refs in plan.v2.values():
+            for chunk in _chunks(project_refs, min(page_size, V2_QUERY_PAGE_MAX)):
+                batches.append(split_on_refusal(chunk, v2_batch, "reading runs through the API"))
+        for chunk in _chunks(plan.v1, min(page_size, V1_QUERY_PAGE)):
+            batches.append(split_on_refusal(chunk, v1_batch, "reading runs through the API"))
+        for results in await asyncio.gather(*batches):
+            for batch, result in results:
+                if isinstance(result, RunError):
+                    found.update(dict.fromkeys((r.id for r in batch), result))
+                else:
+                    wanted = {r.id for r in batch}
+                    found.update((run.id, run) for run in result if run.id in wanted)
+        return found
+
+    async def _query_v2(self, refs: Sequence[RunRef], fields: list[str], page_size: int) -> list[ApiRun]:
+        low, high = start_window(refs)
+        pager = self.v2().runs.query_v2(
+            project_ids=[str(refs[0].project_id)], ids=[r.id for r in refs], min_start_time=low,
+            max_start_time=high, selects=fields,  # type: ignore[arg-type]
+            page_size=max(1, min(page_size, len(refs), V2_QUERY_PAGE_MAX)))
+        return [_api_run(run) async for run in pager]
+
+    def _query_v1(self, run_ids: list[str], fields: list[str]) -> list[ApiRun]:
+        """The v1 bulk query, through the client's generic request (not the deprecated list_runs)."""
+        body: dict[str, Any] = {"id": run_ids, "select": fields, "limit": V1_QUERY_PAGE}
+        runs: list[ApiRun] = []
+        while True:
+            response = self.client.request_with_retries("POST", "/runs/query",
+                                                        request_kwargs={"data": orjson.dumps(body)})
+            page = response.json() or {}
+            runs.extend(_api_run(run) for run in page.get("runs") or [])
+            cursor = (page.get("cursors") or {}).get("next")
+            if not cursor or not page.get("runs"):
+                return runs
+            body["cursor"] = cursor
+
+    # --- feedback -----------------------------------------------------------------------
+
+    async def feedback(self, run_ids: Sequence[str]) -> dict[str, list[Any] | RunError]:
+        """Feedback per run id (each run present, maybe with []); a run whose feedback LangSmith
+        refuses to list (e.g. a malformed id) maps to that error alone."""
+        def one(chunk: Sequence[str]) -> Awaitable[list[Any]]:
+            return self.call(lambda: list(self.client.list_feedback(run_ids=list(chunk))))
+
+        results = await asyncio.gather(*(split_on_refusal(chunk, one, "listing feedback")
+                                         for chunk in _chunks(list(run_ids), FEEDBACK_CHUNK)))
+        found: dict[str, list[Any] | RunError] = {}
+        for batch, result in (pair for pairs in results for pair in pairs):
+            if isinstance(result, RunError):
+                found.update(dict.fromkeys(batch, result))
+                continue
+            for run_id in batch:
+                found.setdefault(run_id, [])
+            for item in result:
+                bucket = found.get(str(item.run_id))
+                if isinstance(bucket, list):
+                    bucket.append(item)
+        return found
+
+    # --- datasets and examples ------------------------------------------------------------
+
+    async def dataset_id(self, name: str) -> str:
+        """The dataset's id, created if missing."""
+        try:
+            dataset = await self.call(self.client.read_dataset, dataset_name=name)
+        except ls_utils.LangSmithNotFoundError:
+            try:
+                dataset = await self.call(
+                    self.client.create_dataset, name,
+                    description="Examples from LangSmith automation rules (langsmith-webhook-pipeline).")
+            except ls_utils.LangSmithConflictError:  # another worker created it just now
+                dataset = await self.call(self.client.read_dataset, dataset_name=name)
+        return str(dataset.id)
+
+    async def examples(self, dataset_id: str, ids: Sequence[str]) -> list[tuple[Sequence[str], list[Any] | RunError]]:
+        """The stored examples among `ids`, per batch; a batch refused for good is split."""
+        def one(chunk: Sequence[str]) -> Awaitable[list[Any]]:
+            return self.call(lambda: list(self.client.list_examples(dataset_id=dataset_id, example_ids=chunk)))
+
+        results = await asyncio.gather(*(split_on_refusal(chunk, one, "reading existing examples")
+                                         for chunk in _chunks(list(ids), EXAMPLES_CHUNK)))
+        return [pair for pairs in results for pair in pairs]
+
+    async def create_examples(self, dataset_id: str, examples: Sequence[Mapping[str, Any]]) -> None:
+        """`examples` carry reference_outputs (the SDK deprecates `outputs` on creation)."""
+        await self.call(self.client.create_examples, dataset_id=dataset_id, examples=[dict(e) for e in examples])
+
+    async def update_examples(self, dataset_id: str, updates: Sequence[Mapping[str, Any]]) -> None:
+        """Each update carries the example's whole metadata: LangSmith replaces it on update."""
+        await self.call(self.client.update_examples, dataset_id=dataset_id, updates=[dict(u) for u in updates])
+
+    def check_key(self) -> None:
+        """Raises the SDK's auth error when LangSmith rejects the key."""
+        next(iter(self.client.list_datasets(limit=1)), None)
+
+    async def aclose(self) -> None:
+        if self._v2 is not None:
+            await self._v2.close()
+
+
+def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    size = max(1, size)
+    return [items[i:i + size] for i in range(0, len(items), size)]

@@ -42,6 +42,11 @@ def done_key(delivery_id: str) -> str:
     return f"{KEY_PREFIX}done:{delivery_id}"
 
 
+def accounting_key(delivery_id: str) -> str:
+    """Per-delivery run counts by outcome (workers/accounting.py), kept LSWH_KEEP_DAYS."""
+    return f"{KEY_PREFIX}acct:{delivery_id}"
+
+
 def delivery_job_id(delivery_id: str) -> str:
     return f"delivery-{delivery_id}"
 

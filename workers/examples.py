@@ -52,3 +52,9 @@ def differs(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
         return True
     stored_meta = existing.get("metadata") or {}
     return any(_jsonish(stored_meta.get(k)) != _jsonish(v) for k, v in wanted["metadata"].items())
+
+
+def merged_metadata(existing: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
+    """What an update must send: LangSmith replaces metadata whole, so the stored metadata with
+    our keys changed. Keys someone else added, and the split (`dataset_split`), survive."""
+    return {**(existing.get("metadata") or {}), **ours}

@@ -1,4 +1,4 @@
-"""A run's inputs and outputs: inline, else the presigned URL, else the LangSmith API."""
+"""A run's inputs and outputs: inline, else the presigned URL, else (in bulk) the LangSmith API."""
 
 from __future__ import annotations
 
@@ -6,9 +6,14 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from workers import s3
-from workers.errors import RunError, classify
-from workers.runtime import S3_CONCURRENCY, SDK_THREADS, Runtime
+from workers.errors import RunError
+from workers.langsmith import ApiRun
+from workers.runtime import S3_CONCURRENCY, Runtime
+
+FIELDS = ("inputs", "outputs")
 
 
 def presigned_url(run: dict[str, Any], field_name: str) -> str | None:
@@ -28,70 +33,78 @@ def inline(run: dict[str, Any], name: str) -> dict[str, Any] | None:
 
 
 @dataclass
+class Hydrated:
+    """What one run has so far: a value per field, the fields only the API can give, an error."""
+
+    run: dict[str, Any]
+    values: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    from_api: set[str] = field(default_factory=set)
+    error: RunError | None = None
+    bytes: int = 0
+
+    @property
+    def id(self) -> str:
+        return str(self.run["id"])
+
+
+def settle_from_api(item: Hydrated, api: ApiRun | RunError | None) -> None:
+    """Fill the fields only the API has. Outputs are null only when LangSmith returns the run
+    with outputs null; a run it refuses or does not return fails (unknown is not null)."""
+    if not item.from_api or item.error is not None:
+        return
+    if isinstance(api, RunError):
+        item.error = api
+        return
+    if api is None:
+        item.error = RunError(f"{' and '.join(sorted(item.from_api))}: no inline value, no usable presigned URL, "
+                              "and the API did not return the run", transient=False)
+        return
+    if "inputs" in item.from_api:
+        item.values["inputs"] = api.inputs or {}
+    if "outputs" in item.from_api:
+        item.values["outputs"] = api.outputs
+    # A run requeued after its delivery expired knows little more than its id.
+    if not item.run.get("trace_id") and api.trace_id:
+        item.run["trace_id"] = api.trace_id
+    if not item.run.get("name") and api.name:
+        item.run["name"] = api.name
+
+
 class Hydrator:
-    """Per job: shares one semaphore for the object store and one API read per run."""
+    """Per slice: fetch presigned objects (bounded concurrency) and note what needs the API."""
 
-    runtime: Runtime
-    semaphore: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(S3_CONCURRENCY))
-    api_semaphore: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(SDK_THREADS))
-    _api_reads: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.semaphore = asyncio.Semaphore(S3_CONCURRENCY)
 
-    async def _read_run(self, run_id: str) -> Any:
-        """The run through the API, once per run even when inputs and outputs both need it."""
-        if run_id not in self._api_reads:
-            self._api_reads[run_id] = asyncio.ensure_future(self._read_run_now(run_id))
-        return await asyncio.shield(self._api_reads[run_id])
-
-    async def _read_run_now(self, run_id: str) -> Any:
-        async with self.api_semaphore:
-            try:
-                return await self.runtime.call(self.runtime.client.read_run, run_id)
-            except Exception as exc:
-                error = classify(exc, "reading the run through the API")
-                if not error.transient:
-                    return None  # not found (or refused): the caller decides what missing means
-                raise error from None
-
-    async def _from_url(self, run: dict[str, Any], name: str) -> dict[str, Any] | None:
+    async def _from_url(self, run: dict[str, Any], name: str) -> tuple[dict[str, Any] | None, int]:
         url = presigned_url(run, f"{name}_s3_urls")
         if url is None or not s3.allowed(url, self.runtime.rules):
-            return None
+            return None, 0
         async with self.semaphore:
             try:
-                return await s3.fetch_json(self.runtime.http, url, name)  # type: ignore[no-any-return]
+                value = await s3.fetch_json(self.runtime.http, url, name)
             except s3.ObjectUnusable:
-                return None
+                return None, 0
+        # What the object costs while the slice holds it; orjson re-encodes at about 1 GB/s.
+        return value, len(orjson.dumps(value))
 
-    async def _without_api(self, run: dict[str, Any], name: str) -> dict[str, Any] | None:
-        """Inline when non-null (even {}), else the presigned object; None: ask the API."""
-        value = inline(run, name)
-        return value if value is not None else await self._from_url(run, name)
-
-    async def inputs(self, run: dict[str, Any]) -> dict[str, Any]:
-        value = await self._without_api(run, "inputs")
-        if value is not None:
-            return value
-        api_run = await self._read_run(str(run["id"]))
-        if api_run is None:
-            raise RunError("inputs: no inline inputs, no usable presigned URL, and the run is not "
-                           "readable through the API", transient=False)
-        self._fill_from_api(run, api_run)
-        return dict(api_run.inputs or {})
-
-    async def outputs(self, run: dict[str, Any]) -> dict[str, Any] | None:
-        value = await self._without_api(run, "outputs")
-        if value is not None:
-            return value
-        api_run = await self._read_run(str(run["id"]))
-        if api_run is None:
-            return None  # a run with no outputs anywhere still becomes an example
-        self._fill_from_api(run, api_run)
-        return dict(api_run.outputs) if api_run.outputs else None
-
-    @staticmethod
-    def _fill_from_api(run: dict[str, Any], api_run: Any) -> None:
-        """A requeued run whose delivery expired knows only its id: take the rest from the API."""
-        if not run.get("trace_id") and getattr(api_run, "trace_id", None):
-            run["trace_id"] = str(api_run.trace_id)
-        if not run.get("name") and getattr(api_run, "name", None):
-            run["name"] = api_run.name
+    async def without_api(self, item: Hydrated, names: tuple[str, ...]) -> Hydrated:
+        """Inline when non-null (even {}), else the presigned object; else the field is left for
+        the API. An object store failure (transient or not) is the run's error."""
+        for name in names:
+            value = inline(item.run, name)
+            if value is not None:
+                item.values[name] = value
+                continue
+            try:
+                value, size = await self._from_url(item.run, name)
+            except RunError as exc:
+                item.error = exc
+                return item
+            if value is None:
+                item.from_api.add(name)
+            else:
+                item.values[name] = value
+                item.bytes += size
+        return item

@@ -1,32 +1,44 @@
 """The RQ job functions (named by dotted path in lswh_core.contract).
 
-One job per delivery processes its runs in bulk. Runs that fail transiently make the job
-retry (RQ Retry, backoff with jitter) while the runs already written are remembered and not
-redone. A run that fails permanently, or still fails on the last attempt, is split off into
-a failed job of its own, so the delivery job never fails because of one run.
+One job per delivery processes its runs a slice at a time (workers/process.py): each slice is
+hydrated, written and recorded as done before the next, so a worker's memory does not grow with
+the delivery and a timeout or a kill loses at most the slice in flight. Runs that fail
+transiently make the job retry (RQ Retry, backoff with jitter) for those runs only. A run that
+fails permanently, or still fails on the last attempt, is split off into a failed job of its
+own, so the delivery job never fails because of one run.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 import traceback
+from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any
 
 import orjson
 from rq import Queue, get_current_job
+from rq.exceptions import AbandonedJobError
 from rq.job import Job
 from rq.job_lifecycle import record_job_failure
+from rq.registry import FailedJobRegistry
 from rq.utils import now
 
 from lswh_core import contract
 from lswh_core.redact import redact
+from workers import accounting
 from workers.errors import RunError
-from workers.process import process_runs
+from workers.process import SLICE_RUNS, process_slice
 from workers.runtime import Runtime, get_runtime
+from workers.writer import Outcomes
 
 log = logging.getLogger("lswh.jobs")
+
+# Stop starting slices when the next one might not finish before the job's timeout: the rest
+# is retried (or, on the last attempt, split off) instead of being cut off mid-write.
+DEADLINE_SAFETY = 2.0
 
 
 class RunFailed(Exception):
@@ -45,8 +57,10 @@ def process_delivery(delivery_id: str) -> str:
     return _guarded(_process_delivery, delivery_id)
 
 
-def process_run(delivery_id: str, run_id: str, rule_id: str | None = None) -> str:
-    return _guarded(_process_run, delivery_id, run_id, rule_id)
+def process_run(delivery_id: str, run_id: str, rule_id: str | None = None, project_id: str | None = None,
+                start_time: str | None = None) -> str:
+    """A split-off run. Jobs split off before project_id/start_time existed still requeue."""
+    return _guarded(_process_run, delivery_id, run_id, rule_id, project_id, start_time)
 
 
 def _guarded(fn: Any, *args: Any) -> str:
@@ -72,42 +86,101 @@ def _unique_runs(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
+def _done(runtime: Runtime, delivery_id: str) -> set[str]:
+    return {m.decode() if isinstance(m, bytes) else m for m in runtime.redis.smembers(contract.done_key(delivery_id))}
+
+
+def _last_attempt(job: Job | None) -> bool:
+    return not (job is not None and job.retries_left)
+
+
 def _process_delivery(delivery_id: str) -> str:
     runtime = get_runtime()
     delivery = _load(runtime, delivery_id)
     if delivery is None:
-        raise DeliveryFailed(f"delivery {delivery_id}: its raw body expired (LSWH_KEEP_DAYS) or was deleted")
+        raise DeliveryFailed(f"delivery {delivery_id}: its raw body expired (LSWH_REPLAY_DAYS) or was deleted")
     rule_id = delivery.get("rule_id")
-    done_key = contract.done_key(delivery_id)
-    done = {m.decode() if isinstance(m, bytes) else m for m in runtime.redis.smembers(done_key)}
-    runs = [run for run in _unique_runs(delivery["runs"]) if str(run["id"]) not in done]
-    outcomes = runtime.run(process_runs(runtime, runs, rule_id)) if runs else {}
+    runs = _unique_runs(delivery["runs"])
+    keep = runtime.settings.keep_seconds
+    accounting.record_received(runtime.redis, delivery_id, len(runs), keep_seconds=keep)
+    done = _done(runtime, delivery_id)
+    queue = deque(run for run in runs if str(run["id"]) not in done)
+    del delivery, runs  # the slices hold what is still to do
 
     job = get_current_job()
-    last_attempt = not (job is not None and job.retries_left)
-    written = [rid for rid, error in outcomes.items() if error is None]
-    transient = {rid: e for rid, e in outcomes.items() if e is not None and e.transient}
-    failed = {rid: e for rid, e in outcomes.items() if e is not None and (not e.transient or last_attempt)}
-    split_off(runtime, delivery_id, rule_id, failed)
-    mark_done(runtime, delivery_id, [*written, *failed])
+    last_attempt = _last_attempt(job)
+    deadline = time.monotonic() + (job.timeout if job is not None and job.timeout else math.inf)
+    transient: dict[str, RunError] = {}
+    totals: Counter[str] = Counter()
+    longest = 0.0
+    while queue:
+        if time.monotonic() + DEADLINE_SAFETY * longest > deadline:
+            log.warning("delivery %s: stopping before the job timeout with %d runs to go", delivery_id, len(queue))
+            reason = RunError("not reached before the job timeout (LSWH_JOB_TIMEOUT)", transient=True)
+            transient.update((str(run["id"]), reason) for run in queue)
+            break
+        batch = [queue.popleft() for _ in range(min(SLICE_RUNS, len(queue)))]
+        started = time.monotonic()
+        outcomes, deferred = runtime.run(process_slice(runtime, batch, rule_id))
+        longest = max(longest, time.monotonic() - started)
+        queue.extendleft(reversed(deferred))
+        by_id = {str(run["id"]): run for run in batch}
+        settled = _settle(runtime, delivery_id, rule_id, outcomes, by_id, last_attempt, transient)
+        totals.update(settled)
+
     if transient and not last_attempt:
         _wait_at_least(job, max((e.retry_after or 0.0) for e in transient.values()))
         sample = "; ".join(f"run {rid}: {e.reason}" for rid, e in list(transient.items())[:3])
-        raise RunsPending(f"{len(transient)} of {len(runs)} runs failed transiently, retrying: {sample}")
-    return f"{len(written)} runs written, {len(failed)} failed, {len(done)} done before"
+        raise RunsPending(f"{len(transient)} runs failed transiently, retrying: {sample}")
+    if transient:  # last attempt: what is still transient is failed now (split off)
+        split_off(runtime, delivery_id, rule_id, transient, {})
+        totals["failed"] += len(transient)
+    summary = ", ".join(f"{n} {name}" for name, n in sorted(totals.items()))
+    return f"{summary or 'nothing to do'}; {len(done)} done before"
 
 
-def _process_run(delivery_id: str, run_id: str, rule_id: str | None) -> str:
+def _settle(runtime: Runtime, delivery_id: str, rule_id: str | None, outcomes: Outcomes,
+            runs: dict[str, dict[str, Any]], last_attempt: bool, transient: dict[str, RunError]) -> Counter[str]:
+    """Record one slice: done runs, split-off failures, figures. Transient ones wait for a retry."""
+    counts: Counter[str] = Counter()
+    done: list[str] = []
+    failed: dict[str, RunError] = {}
+    for run_id, outcome in outcomes.items():
+        if isinstance(outcome, RunError):
+            if outcome.transient and not last_attempt:
+                transient[run_id] = outcome
+                continue
+            failed[run_id] = outcome
+            counts["failed"] += 1
+            runtime.recorder.runs("failed", 1, "transient" if outcome.transient else "permanent")
+        else:
+            counts[outcome] += 1
+            runtime.recorder.runs(outcome, 1, None)
+        done.append(run_id)
+    split_off(runtime, delivery_id, rule_id, failed, runs)
+    mark_done(runtime, delivery_id, done)
+    accounting.record_outcomes(runtime.redis, delivery_id, counts, keep_seconds=runtime.settings.keep_seconds)
+    return counts
+
+
+def _process_run(delivery_id: str, run_id: str, rule_id: str | None, project_id: str | None,
+                 start_time: str | None) -> str:
     runtime = get_runtime()
     delivery = _load(runtime, delivery_id)
-    run: dict[str, Any] = {"id": run_id}  # expired delivery: the API has the rest
+    # Expired delivery: the API has the rest, located by project and start time.
+    run: dict[str, Any] = {"id": run_id, "session_id": project_id, "start_time": start_time}
     if delivery is not None:
         rule_id = delivery.get("rule_id", rule_id)
         run = next((r for r in delivery["runs"] if str(r.get("id")) == run_id), run)
-    error = runtime.run(process_runs(runtime, [run], rule_id)).get(run_id)
-    if error is not None:
-        raise RunFailed(f"run {run_id}: {error.reason}")
-    return f"run {run_id} written"
+    outcomes, _ = runtime.run(process_slice(runtime, [run], rule_id))
+    outcome = outcomes.get(run_id) or RunError("no outcome", transient=False)
+    if isinstance(outcome, RunError):
+        raise RunFailed(f"run {run_id}: {outcome.reason}")
+    # It counted as failed when it was split off; now it has its real outcome.
+    accounting.record_outcomes(runtime.redis, delivery_id, {"failed": -1, outcome: 1},
+                               keep_seconds=runtime.settings.keep_seconds)
+    runtime.recorder.runs(outcome, 1, None)
+    return f"run {run_id} {outcome}"
 
 
 def mark_done(runtime: Runtime, delivery_id: str, run_ids: list[str]) -> None:
@@ -120,7 +193,16 @@ def mark_done(runtime: Runtime, delivery_id: str, run_ids: list[str]) -> None:
         pipe.execute()
 
 
-def split_off(runtime: Runtime, delivery_id: str, rule_id: str | None, failures: dict[str, RunError]) -> None:
+def _locator(run: dict[str, Any] | None) -> tuple[str | None, str | None]:
+    """What reading the run back needs besides its id (never a URL or a secret)."""
+    if run is None:
+        return None, None
+    project, start = run.get("session_id"), run.get("start_time")
+    return (str(project) if project else None), (str(start) if start else None)
+
+
+def split_off(runtime: Runtime, delivery_id: str, rule_id: str | None, failures: dict[str, RunError],
+              runs: dict[str, dict[str, Any]]) -> None:
     """Each failed run becomes its own job in RQ's failed registry; requeueing it (dashboard,
     `lswh requeue`) runs `process_run` for that run alone."""
     if not failures:
@@ -129,10 +211,11 @@ def split_off(runtime: Runtime, delivery_id: str, rule_id: str | None, failures:
     queue = Queue(contract.QUEUE, connection=runtime.redis)
     with runtime.redis.pipeline() as pipe:
         for run_id, error in failures.items():
-            log.warning("run %s of delivery %s failed: %s", run_id, delivery_id, error.reason)
+            log.warning("run %s of delivery %s failed: %s", run_id, delivery_id, error.reason,
+                        extra={"delivery_id": delivery_id, "rule_id": rule_id, "run_id": run_id})
             job = Job.create(
                 contract.RUN_JOB,
-                args=(delivery_id, run_id, rule_id),
+                args=(delivery_id, run_id, rule_id, *_locator(runs.get(run_id))),
                 connection=runtime.redis,
                 id=contract.run_job_id(delivery_id, run_id),
                 description=contract.run_job_description(delivery_id, run_id),
@@ -146,6 +229,60 @@ def split_off(runtime: Runtime, delivery_id: str, rule_id: str | None, failures:
             job.cleanup(ttl=settings.failed_keep_seconds, pipeline=pipe)
         pipe.sadd(queue.redis_queues_keys, queue.key)
         pipe.execute()
+
+
+def on_job_exception(job: Job, exc_type: type[BaseException], exc_value: BaseException, tb: Any) -> bool:
+    """Worker exception handler (also called by RQ for jobs abandoned by a dead worker).
+
+    A delivery job killed (SIGKILL, OOM) with no retry left is given one more attempt, so even
+    with LSWH_RETRIES=0 a kill is picked up once. Killed again, or out of time on its last
+    attempt, its remaining runs are split off per run, like any other failure, and the delivery
+    job itself runs once more to find nothing left: it never sits failed for its runs' sake.
+    """
+    if job.func_name != contract.DELIVERY_JOB or job.retries_left:
+        return True
+    if exc_type not in (AbandonedJobError,) and not _timed_out(exc_type):
+        return True
+    runtime = get_runtime()
+    delivery_id = str(job.args[0])
+    kills = int(job.meta.get("lswh_abandoned", 0)) + (1 if exc_type is AbandonedJobError else 0)
+    job.meta["lswh_abandoned"] = kills
+    job.save_meta()
+    if exc_type is AbandonedJobError and kills == 1 and not runtime.settings.retries:
+        log.warning("delivery %s: its worker died; trying once more", delivery_id, extra={"delivery_id": delivery_id})
+        _one_more_attempt(job, runtime)
+        return True
+    delivery = _load(runtime, delivery_id)
+    if delivery is None:
+        return True
+    reason = "the worker was killed on every attempt" if exc_type is AbandonedJobError else "the job timed out"
+    done = _done(runtime, delivery_id)
+    remaining = {str(r["id"]): r for r in _unique_runs(delivery["runs"]) if str(r["id"]) not in done}
+    failures = {run_id: RunError(f"{reason} (LSWH_JOB_TIMEOUT / worker memory)", transient=True)
+                for run_id in remaining}
+    split_off(runtime, delivery_id, delivery.get("rule_id"), failures, remaining)
+    mark_done(runtime, delivery_id, list(remaining))
+    accounting.record_outcomes(runtime.redis, delivery_id, {"failed": len(failures)},
+                               keep_seconds=runtime.settings.keep_seconds)
+    log.warning("delivery %s: %s; %d runs split off as failed jobs", delivery_id, reason, len(failures),
+                extra={"delivery_id": delivery_id})
+    if exc_type is AbandonedJobError:
+        _one_more_attempt(job, runtime)  # finds every run done and finishes
+    else:
+        FailedJobRegistry(queue=Queue(job.origin, connection=runtime.redis)).remove(job, delete_job=False)
+    return True
+
+
+def _timed_out(exc_type: type[BaseException]) -> bool:
+    from rq.timeouts import JobTimeoutException
+
+    return issubclass(exc_type, JobTimeoutException)
+
+
+def _one_more_attempt(job: Job, runtime: Runtime) -> None:
+    """RQ decides to retry from this very job object right after the handlers return."""
+    job.retries_left = 1
+    job.retry_intervals = [max(1, runtime.settings.retry_base_seconds)]
 
 
 def _wait_at_least(job: Job | None, seconds: float) -> None:

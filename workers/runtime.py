@@ -11,26 +11,21 @@ import asyncio
 import functools
 import os
 import threading
-import warnings
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import httpx
 import redis
-from langsmith import Client
 
 from lswh_core.redis import sync_redis
 from lswh_core.settings import Settings
-from workers.client import make_client
+from workers.langsmith import LangSmith
+from workers.recorder import Recorder
 from workers.s3 import HostRule, parse_rules
 from workers.transport import AiohttpTransport
 
 T = TypeVar("T")
-
-# read_run is deprecated in favour of runs.retrieve_v2, which needs the run's project id (a run
-# requeued after its delivery expired has only its id) and bypasses our bounded retries.
-warnings.filterwarnings("ignore", message=r"read_run\(\) is deprecated")
 
 # bench/workers.py: with aiohttp's pool under httpx (workers/transport.py) 32 concurrent GETs
 # keep a 1,000-run delivery at the floor's pace; httpx's own pool got slower past 16.
@@ -42,7 +37,6 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.rules: tuple[HostRule, ...] = parse_rules(settings.s3_allowed_hosts)
-        self.client: Client = make_client()
         self.redis: redis.Redis = sync_redis(settings.redis_url, socket_timeout=30)
         self.datasets: dict[str, str] = {}
         self._executor = ThreadPoolExecutor(max_workers=SDK_THREADS, thread_name_prefix="lswh-sdk")
@@ -50,6 +44,8 @@ class Runtime:
         self._thread = threading.Thread(target=self._loop.run_forever, name="lswh-io", daemon=True)
         self._thread.start()
         self._http: httpx.AsyncClient | None = None
+        self.recorder = Recorder()
+        self.langsmith = LangSmith.for_settings(settings, self.redis, call=self.call, recorder=self.recorder)
 
     @property
     def http(self) -> httpx.AsyncClient:

@@ -97,10 +97,10 @@ class PipelineWorker(SimpleWorker):
 
 def check_api_key() -> str | None:
     """None when LangSmith accepts the key (or cannot be reached now: retries handle that)."""
-    from workers.client import make_client
+    from workers.runtime import get_runtime
 
     try:
-        next(iter(make_client().list_datasets(limit=1)), None)
+        get_runtime().langsmith.check_key()
     except ls_utils.LangSmithAuthError:
         return "LangSmith rejected LANGSMITH_API_KEY: check the key and LANGSMITH_ENDPOINT"
     except ls_utils.LangSmithUserError as exc:
@@ -131,8 +131,10 @@ def main(burst: bool = False) -> int:
     queue = Queue(contract.QUEUE, connection=connection)
 
     def make_worker() -> PipelineWorker:
+        from workers.jobs import on_job_exception
+
         return PipelineWorker([queue], connection=connection, job_monitoring_interval=HEARTBEAT_SECONDS,
-                              maintenance_interval=MAINTENANCE_SECONDS)
+                              maintenance_interval=MAINTENANCE_SECONDS, exception_handlers=[on_job_exception])
 
     if not burst:
         make_worker().work(with_scheduler=True, logging_level="INFO")

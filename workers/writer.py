@@ -1,7 +1,9 @@
 """Write examples idempotently: create the new, update the changed, leave the identical alone.
 
 LangSmith answers an existing example id with 409 and may refuse a whole bulk request for one;
-a conflict is never a failure and never costs the other examples of that request.
+a conflict is never a failure and never costs the other examples of that request. LangSmith
+replaces an example's metadata whole on update, so an update sends the metadata just read with
+our keys changed: keys a reviewer added and the split (`metadata.dataset_split`) survive.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ from typing import Any
 from langsmith import utils as ls_utils
 
 from workers.errors import RunError, classify
-from workers.examples import differs
+from workers.examples import differs, merged_metadata
+from workers.langsmith import LangSmith
 from workers.runtime import Runtime
 
-LIST_CHUNK = 100  # ids per GET /examples (URL length)
 WRITE_BATCH = 200
 MAX_CONFLICT_ROUNDS = 3
 
-Outcomes = dict[str, RunError | None]  # run id -> None when written (or already identical)
+WRITTEN, UPDATED, UNCHANGED, SKIPPED = "written", "updated", "unchanged", "skipped"
+Outcome = str | RunError  # one of the four above, or what stopped the run
+Outcomes = dict[str, Outcome]  # run id -> outcome
 
 
 def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -34,25 +38,23 @@ def _as_dict(example: Any) -> dict[str, Any]:
 
 async def resolve_dataset(runtime: Runtime, name: str) -> str:
     """The dataset's id, created if missing; cached for the life of the worker."""
-    if name in runtime.datasets:
-        return runtime.datasets[name]
-    client = runtime.client
-    try:
-        dataset = await runtime.call(client.read_dataset, dataset_name=name)
-    except ls_utils.LangSmithNotFoundError:
-        try:
-            dataset = await runtime.call(
-                client.create_dataset, name,
-                description="Examples from LangSmith automation rules (langsmith-webhook-pipeline).")
-        except ls_utils.LangSmithConflictError:  # another worker created it just now
-            dataset = await runtime.call(client.read_dataset, dataset_name=name)
-    runtime.datasets[name] = str(dataset.id)
+    if name not in runtime.datasets:
+        runtime.datasets[name] = await runtime.langsmith.dataset_id(name)
     return runtime.datasets[name]
+
+
+def _create_payload(example: dict[str, Any]) -> dict[str, Any]:
+    payload = {"id": example["id"], "inputs": example["inputs"], "reference_outputs": example["outputs"],
+               "metadata": example["metadata"], "source_run_id": example["source_run_id"]}
+    if example.get("split"):
+        payload["split"] = example["split"]  # set once, at creation; updates never change it
+    return payload
 
 
 class Writer:
     def __init__(self, runtime: Runtime, dataset_id: str) -> None:
         self.runtime = runtime
+        self.langsmith: LangSmith = runtime.langsmith
         self.dataset_id = dataset_id
 
     def _dataset_gone(self) -> RunError:
@@ -64,38 +66,39 @@ class Writer:
         return RunError("writing the example: the dataset is gone (deleted?); it is created again on retry",
                         transient=True)
 
-    async def existing(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        async def one_chunk(chunk: Sequence[str]) -> list[Any]:
-            return await self.runtime.call(
-                lambda: list(self.runtime.client.list_examples(dataset_id=self.dataset_id, example_ids=chunk)))
-
+    async def _stored(self, ids: Sequence[str]) -> tuple[dict[str, dict[str, Any]], dict[str, RunError]]:
         found: dict[str, dict[str, Any]] = {}
-        for examples in await asyncio.gather(*(one_chunk(c) for c in chunks(ids, LIST_CHUNK))):
-            for example in examples:
+        errors: dict[str, RunError] = {}
+        for batch, result in await self.langsmith.examples(self.dataset_id, ids):
+            if isinstance(result, RunError):
+                gone = "not found" in result.reason
+                errors.update(dict.fromkeys(batch, self._dataset_gone() if gone else result))
+                continue
+            for example in result:
                 found[str(example.id)] = _as_dict(example)
-        return found
+        return found, errors
 
     async def write(self, examples: Sequence[dict[str, Any]]) -> Outcomes:
         """Outcome per run id (examples carry `source_run_id`)."""
         outcomes: Outcomes = {}
         pending = list(examples)
         for _ in range(MAX_CONFLICT_ROUNDS):
-            try:
-                stored = await self.existing([e["id"] for e in pending])
-            except ls_utils.LangSmithNotFoundError:
-                return {**outcomes, **dict.fromkeys((e["source_run_id"] for e in pending), self._dataset_gone())}
-            except Exception as exc:
-                error = classify(exc, "reading existing examples")
-                return {**outcomes, **{e["source_run_id"]: error for e in pending}}
-            new = [e for e in pending if e["id"] not in stored]
-            changed = [e for e in pending if e["id"] in stored and differs(stored[e["id"]], e)]
-            changed_ids = {e["id"] for e in changed}
+            stored, errors = await self._stored([e["id"] for e in pending])
+            new, changed = [], []
             for example in pending:
-                if example["id"] in stored and example["id"] not in changed_ids:
-                    outcomes[example["source_run_id"]] = None  # already identical: left alone
+                run_id = example["source_run_id"]
+                if example["id"] in errors:
+                    outcomes[run_id] = errors[example["id"]]
+                elif example["id"] not in stored:
+                    new.append(example)
+                elif differs(stored[example["id"]], example):
+                    changed.append({**example,
+                                    "metadata": merged_metadata(stored[example["id"]], example["metadata"])})
+                else:
+                    outcomes[run_id] = UNCHANGED
             results = await asyncio.gather(
-                *(self._bisecting(batch, self._create) for batch in chunks(new, WRITE_BATCH)),
-                *(self._bisecting(batch, self._update) for batch in chunks(changed, WRITE_BATCH)),
+                *(self._bisecting(batch, self._create, WRITTEN) for batch in chunks(new, WRITE_BATCH)),
+                *(self._bisecting(batch, self._update, UPDATED) for batch in chunks(changed, WRITE_BATCH)),
             )
             conflicted: list[dict[str, Any]] = []
             for result in results:
@@ -103,7 +106,7 @@ class Writer:
                     if outcome == "conflict":
                         conflicted.append(example)
                     else:
-                        outcomes[example["source_run_id"]] = outcome  # type: ignore[assignment]
+                        outcomes[example["source_run_id"]] = outcome
             if not conflicted:
                 return outcomes
             pending = conflicted  # created meanwhile by someone else: compare again
@@ -113,23 +116,21 @@ class Writer:
         return outcomes
 
     async def _create(self, batch: Sequence[dict[str, Any]]) -> None:
-        await self.runtime.call(self.runtime.client.create_examples, dataset_id=self.dataset_id,
-                                examples=list(batch))
+        await self.langsmith.create_examples(self.dataset_id, [_create_payload(e) for e in batch])
 
     async def _update(self, batch: Sequence[dict[str, Any]]) -> None:
-        updates = [{"id": e["id"], "inputs": e["inputs"], "outputs": e["outputs"], "metadata": e["metadata"]}
-                   for e in batch]
-        await self.runtime.call(self.runtime.client.update_examples, dataset_id=self.dataset_id,
-                                updates=updates)
+        await self.langsmith.update_examples(
+            self.dataset_id,
+            [{"id": e["id"], "inputs": e["inputs"], "outputs": e["outputs"], "metadata": e["metadata"]} for e in batch])
 
     async def _bisecting(self, batch: Sequence[dict[str, Any]],
-                         send: Callable[[Sequence[dict[str, Any]]], Awaitable[None]]
-                         ) -> list[tuple[dict[str, Any], RunError | str | None]]:
+                         send: Callable[[Sequence[dict[str, Any]]], Awaitable[None]], done: str
+                         ) -> list[tuple[dict[str, Any], Outcome]]:
         """Send a batch; on a conflict report it for another round; on a permanent error split
         the batch in halves until the examples at fault are alone, so the rest still land."""
         try:
             await send(batch)
-            return [(e, None) for e in batch]
+            return [(e, done) for e in batch]
         except ls_utils.LangSmithConflictError:
             return [(e, "conflict") for e in batch]
         except ls_utils.LangSmithNotFoundError:
@@ -139,6 +140,6 @@ class Writer:
             if error.transient or len(batch) == 1:
                 return [(e, error) for e in batch]
         middle = len(batch) // 2
-        halves = await asyncio.gather(self._bisecting(batch[:middle], send),
-                                      self._bisecting(batch[middle:], send))
+        halves = await asyncio.gather(self._bisecting(batch[:middle], send, done),
+                                      self._bisecting(batch[middle:], send, done))
         return halves[0] + halves[1]

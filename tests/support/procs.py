@@ -49,7 +49,9 @@ class Proc:
         self.name = name
         self.log_path = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log", dir=LOG_DIR)[1])
         self._log = self.log_path.open("wb")
-        full_env = {**os.environ, **(env or {})}
+        # Deprecation warnings are hidden by default outside __main__: show them, so that
+        # `deprecations()` sees every one a child process meets.
+        full_env = {**os.environ, "PYTHONWARNINGS": "default::DeprecationWarning", **(env or {})}
         self.popen = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
                                       cwd=cwd or ROOT, start_new_session=True)
 
@@ -61,6 +63,10 @@ class Proc:
         if not self._log.closed:
             self._log.flush()
         return self.log_path.read_text(errors="replace")
+
+    def deprecations(self) -> list[str]:
+        """Lines of this process's output that report a deprecation (a bug with a date)."""
+        return [line for line in self.output().splitlines() if "DeprecationWarning" in line]
 
     def alive(self) -> bool:
         return self.popen.poll() is None

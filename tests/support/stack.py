@@ -152,6 +152,8 @@ class Pipeline:
         for worker in self.workers:
             worker.stop()
         self.ingress.stop()
+        deprecated = [line for proc in (self.ingress, *self.workers) for line in proc.deprecations()]
+        assert not deprecated, f"a process of the pipeline met a deprecation: {deprecated[:3]}"
 
 
 def fresh_run(**fields: Any) -> dict[str, Any]:

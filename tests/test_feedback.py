@@ -76,3 +76,19 @@ def test_latest_score_per_key() -> None:
     items = [Fb("r", key="a", score=0, modified_at=T0), Fb("r", key="a", score=1, modified_at=T0 + dt.timedelta(1)),
              Fb("r", key="b", score=0.5)]
     assert latest_scores(items) == {"a": 1, "b": 0.5}
+
+
+def test_evaluator_score_correction_is_not_a_reference_output() -> None:
+    # A person correcting an evaluator's score: LangSmith stores {"score": ...} as the correction.
+    assert correction_outputs([Fb("r", correction={"score": 1})]) is None
+    assert correction_outputs([Fb("r", correction={"score": 0, "comment": "wrong label"})]) is None
+
+
+def test_real_correction_wins_over_a_later_score_correction() -> None:
+    later = T0 + dt.timedelta(hours=1)
+    items = [Fb("r", correction={"label": "spam"}), Fb("r", correction={"score": 1}, modified_at=later)]
+    assert correction_outputs(items) == {"label": "spam"}
+
+
+def test_a_dict_correction_that_merely_has_a_score_key_among_others_is_outputs() -> None:
+    assert correction_outputs([Fb("r", correction={"score": 3, "answer": "x"})]) == {"score": 3, "answer": "x"}

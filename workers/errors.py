@@ -49,8 +49,8 @@ def parse_retry_after(value: str | None) -> float | None:
 # wrong, so it is worth sending again. The SDK wraps some of these (a reset mid-response reaches
 # it as requests' ChunkedEncodingError) in a plain LangSmithError, so the chain is searched.
 _BROKEN_CONNECTION = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                      urllib3.exceptions.ProtocolError, http.client.IncompleteRead, httpx.TransportError, httpx2.TransportError,
-                      ConnectionError, TimeoutError)
+                      urllib3.exceptions.ProtocolError, http.client.IncompleteRead, httpx.TransportError,
+                      httpx2.TransportError, ConnectionError, TimeoutError)
 
 
 def _causes(exc: BaseException) -> list[BaseException]:

@@ -39,9 +39,21 @@ def by_run(items: Iterable[FeedbackLike]) -> dict[str, list[FeedbackLike]]:
     return dict(grouped)
 
 
+# When a person corrects an evaluator's score, LangSmith stores the corrected score as the
+# feedback's correction ({"score": ...}, sometimes with "value"/"comment"). That is a judgement
+# of the run, not what the run should have answered, so it never becomes reference outputs.
+_SCORE_CORRECTION_KEYS = frozenset({"score", "value", "comment"})
+
+
+def is_score_correction(correction: Any) -> bool:
+    return (isinstance(correction, dict) and bool(correction) and set(correction) <= _SCORE_CORRECTION_KEYS
+            and ("score" in correction or "value" in correction))
+
+
 def correction_outputs(items: Iterable[FeedbackLike]) -> dict[str, Any] | None:
-    """The latest non-null correction as example outputs: a string becomes {"output": s}."""
-    corrections = [item for item in items if item.correction is not None]
+    """The latest non-null correction as example outputs: a string becomes {"output": s}.
+    Evaluator score corrections are not reference outputs and are passed over."""
+    corrections = [item for item in items if item.correction is not None and not is_score_correction(item.correction)]
     if not corrections:
         return None
     latest = max(corrections, key=recency).correction

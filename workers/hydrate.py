@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,10 +83,18 @@ class Hydrator:
         if url is None or not s3.allowed(url, self.runtime.rules):
             return None, 0
         async with self.semaphore:
+            started = time.perf_counter()
+            status = "200"
             try:
                 value = await s3.fetch_json(self.runtime.http, url, name)
             except s3.ObjectUnusable:
+                status = "unusable"
                 return None, 0
+            except RunError as exc:
+                status = "transient" if exc.transient else "refused"
+                raise
+            finally:
+                self.runtime.recorder.request("s3", "GET object", status, time.perf_counter() - started)
         # What the object costs while the slice holds it; orjson re-encodes at about 1 GB/s.
         return value, len(orjson.dumps(value))
 

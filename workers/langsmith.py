@@ -234,8 +234,9 @@ class LangSmith:
             timeout = httpx2.Timeout(TIMEOUT_MS[1] / 1000, connect=TIMEOUT_MS[0] / 1000)
             http = httpx2.AsyncClient(transport=BudgetedTransport(self.budget, self.route_of, self.recorder),
                                      timeout=timeout, trust_env=False, follow_redirects=False)
+            # The SDK annotates with httpx but runs on httpx2 (langsmith/_httpx.py): same API.
             self._v2 = AsyncLangsmith(api_key=self.client.api_key, base_url=openapi_base_url(self.api_url),
-                                      max_retries=0, timeout=timeout, http_client=http)
+                                      max_retries=0, timeout=timeout, http_client=http)  # type: ignore[arg-type]
         return self._v2
 
     # --- runs ---------------------------------------------------------------------------

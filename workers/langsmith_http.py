@@ -52,7 +52,7 @@ class Budget(Protocol):
 class Recorder(Protocol):
     """Where request figures go (workers/metrics.py); routes are templates, never URLs."""
 
-    def request(self, route: str, status: str, seconds: float) -> None: ...
+    def request(self, service: str, route: str, status: str, seconds: float) -> None: ...
 
     def rate_limited(self, route: str) -> None: ...
 
@@ -102,10 +102,10 @@ class BudgetedAdapter(HTTPAdapter):
                 response = super().send(request, *args, **kwargs)
             except requests.RequestException:
                 if self.recorder is not None:
-                    self.recorder.request(route, "error", time.perf_counter() - started)
+                    self.recorder.request("langsmith", route, "error", time.perf_counter() - started)
                 raise
             if self.recorder is not None:
-                self.recorder.request(route, str(response.status_code), time.perf_counter() - started)
+                self.recorder.request("langsmith", route, str(response.status_code), time.perf_counter() - started)
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             action = _decide(response.status_code, retry_after, rate_limited, attempts)
             if action == "return" or not _rewind(request):
@@ -162,10 +162,10 @@ class BudgetedTransport(httpx2.AsyncBaseTransport):
                 response = await self.inner.handle_async_request(request)
             except httpx2.TransportError:
                 if self.recorder is not None:
-                    self.recorder.request(route, "error", time.perf_counter() - started)
+                    self.recorder.request("langsmith", route, "error", time.perf_counter() - started)
                 raise
             if self.recorder is not None:
-                self.recorder.request(route, str(response.status_code), time.perf_counter() - started)
+                self.recorder.request("langsmith", route, str(response.status_code), time.perf_counter() - started)
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             action = _decide(response.status_code, retry_after, rate_limited, attempts)
             if action == "return":

@@ -10,7 +10,7 @@ class Recorder:
     def runs(self, outcome: str, n: int, reason_class: str | None) -> None:
         pass
 
-    def request(self, route: str, status: str, seconds: float) -> None:
+    def request(self, service: str, route: str, status: str, seconds: float) -> None:
         pass
 
     def rate_limited(self, route: str) -> None:

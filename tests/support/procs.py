@@ -129,7 +129,7 @@ class RedisServer:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="lswh-redis-")
         args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-                "--save", "", "--maxmemory-policy", "noeviction"]
+                "--save", "", "--maxmemory-policy", "noeviction", "--databases", "64"]
         if appendonly:
             args += ["--appendonly", "yes", "--appendfsync", "everysec"]
         self.args = args

@@ -50,7 +50,7 @@ def unavailable(message: str) -> JSONResponse:
 async def receive_delivery(request: Request) -> Response:
     state = request.app.state
     secrets: tuple[bytes, ...] = state.secrets
-    candidates = [query_secret(request.scope["query_string"]), bearer_secret(_header(request, b"authorization"))]
+    candidates = (*query_secret(request.scope["query_string"]), *bearer_secret(_header(request, b"authorization")))
     if not is_authorized(candidates, secrets):
         return error(401, "missing or wrong secret")
     try:

@@ -1,9 +1,12 @@
 """Store a delivery and its RQ job in one atomic Redis round trip.
 
 RQ's own `Queue.enqueue` costs several round trips and a threadpool hop per request. Here one
-Lua script stores the raw body (SET NX: its existence is the duplicate check), writes the job
-hash exactly as RQ would, and pushes the job id onto the queue. So a 202 means both "stored"
-and "a worker will run it", and a duplicate body stores nothing at all.
+Lua script marks the body's hash as seen (SET NX: its existence is the duplicate check), stores
+the raw body, writes the job hash exactly as RQ would, and pushes the job id onto the queue. So
+a 202 means both "stored" and "a worker will run it", and a duplicate body stores nothing.
+
+Retention is split (SPEC, Configuration): duplicates need only the hash, kept LSWH_KEEP_DAYS;
+the raw body, most of the memory, is kept LSWH_REPLAY_DAYS.
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ from lswh_core.settings import Settings
 # script at start-up (see _script_for), so a request sends only what is new.
 _ENQUEUE = """
 local constants = {%s}
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
-  redis.call('HSET', KEYS[2], 'created_at', ARGV[4], 'enqueued_at', ARGV[4], 'description', ARGV[5],
-             'data', ARGV[6], unpack(constants))
-  if ARGV[7] ~= '' then
-    redis.call('HSET', KEYS[2], 'retry_intervals', ARGV[7])
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
+  redis.call('SET', KEYS[5], ARGV[1], 'EX', ARGV[3])
+  redis.call('HSET', KEYS[2], 'created_at', ARGV[5], 'enqueued_at', ARGV[5], 'description', ARGV[6],
+             'data', ARGV[7], unpack(constants))
+  if ARGV[8] ~= '' then
+    redis.call('HSET', KEYS[2], 'retry_intervals', ARGV[8])
   end
-  redis.call('RPUSH', KEYS[3], ARGV[3])
+  redis.call('RPUSH', KEYS[3], ARGV[4])
   redis.call('SADD', KEYS[4], KEYS[3])
   return 1
 end
@@ -103,8 +107,10 @@ class DeliveryQueue:
     async def store(self, body: bytes, delivery_id: str, runs: int) -> Stored:
         job_id = contract.delivery_job_id(delivery_id)
         created = await self._script(
-            keys=[contract.delivery_key(delivery_id), Job.key_for(job_id), self._queue_key, self._queues_key],
-            args=[body, self._settings.keep_seconds, job_id, *self._job_fields(delivery_id, runs)],
+            keys=[contract.seen_key(delivery_id), Job.key_for(job_id), self._queue_key, self._queues_key,
+                  contract.delivery_key(delivery_id)],
+            args=[body, self._settings.keep_seconds, self._settings.replay_seconds, job_id,
+                  *self._job_fields(delivery_id, runs)],
         )
         return Stored(delivery_id=delivery_id, duplicate=not created)
 

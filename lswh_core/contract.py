@@ -32,8 +32,14 @@ def delivery_id_of(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()[:32]
 
 
+def seen_key(delivery_id: str) -> str:
+    """Kept LSWH_KEEP_DAYS; its existence is the duplicate check. The key is the body's hash
+    and its value one byte, so a week of duplicate detection costs ~100 bytes a delivery."""
+    return f"{KEY_PREFIX}seen:{delivery_id}"
+
+
 def delivery_key(delivery_id: str) -> str:
-    """The raw body, kept for LSWH_KEEP_DAYS; its existence is the duplicate check."""
+    """The raw body, kept LSWH_REPLAY_DAYS: what processing, requeue and `lswh replay` read."""
     return f"{KEY_PREFIX}delivery:{delivery_id}"
 
 

@@ -62,4 +62,23 @@ def test_second_store_of_a_delivery_writes_nothing(redis_server: RedisServer, sy
     assert store(redis_server, settings, b"x", "e" * 32) is False
     assert store(redis_server, settings, b"x", "e" * 32) is True
     assert sync.llen(f"rq:queue:{contract.QUEUE}") == 1
-    assert 0 < sync.ttl(contract.delivery_key("e" * 32)) <= settings.keep_seconds
+    assert sync.get(contract.delivery_key("e" * 32)) == b"x"
+
+
+def test_hash_is_kept_keep_days_and_raw_body_replay_days(redis_server: RedisServer, sync: redis.Redis) -> None:
+    settings = Settings(redis_url=f"redis://127.0.0.1:{redis_server.port}/{DB}", keep_days=7, replay_days=2)
+    store(redis_server, settings, b"y", "f" * 32)
+    assert settings.keep_seconds - 60 < sync.ttl(contract.seen_key("f" * 32)) <= settings.keep_seconds
+    assert settings.replay_seconds - 60 < sync.ttl(contract.delivery_key("f" * 32)) <= settings.replay_seconds
+    assert sync.get(contract.delivery_key("f" * 32)) == b"y"
+
+
+def test_a_resent_body_is_a_duplicate_after_its_raw_body_expired(redis_server: RedisServer,
+                                                                  sync: redis.Redis) -> None:
+    """Only the hash answers duplicates: a body past LSWH_REPLAY_DAYS is not stored again."""
+    settings = Settings(redis_url=f"redis://127.0.0.1:{redis_server.port}/{DB}")
+    assert store(redis_server, settings, b"z", "a" * 32) is False
+    sync.delete(contract.delivery_key("a" * 32), f"rq:queue:{contract.QUEUE}")
+    assert store(redis_server, settings, b"z", "a" * 32) is True
+    assert sync.exists(contract.delivery_key("a" * 32)) == 0
+    assert sync.llen(f"rq:queue:{contract.QUEUE}") == 0

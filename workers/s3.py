@@ -4,48 +4,20 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import orjson
 
+# The parser lives below both processes: settings validate the same syntax at start.
+from lswh_core.allowlist import HostRule as HostRule
+from lswh_core.allowlist import parse_rules as parse_rules
 from workers.errors import TRANSIENT_STATUSES, RunError
 
 MAX_OBJECT_BYTES = 64 * 1024 * 1024
 FETCH_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-@dataclass(frozen=True)
-class HostRule:
-    scheme: str  # "https" unless the entry names http://
-    host: str  # lower-case, may hold * globs
-    port: int | None
-
-    @property
-    def exact(self) -> bool:
-        return "*" not in self.host and "?" not in self.host and "[" not in self.host
-
-
-def parse_rules(entries: tuple[str, ...]) -> tuple[HostRule, ...]:
-    rules = []
-    for entry in entries:
-        scheme = "https"
-        rest = entry.strip().lower()
-        if "://" in rest:
-            scheme, rest = rest.split("://", 1)
-        rest = rest.rstrip("/")
-        host, port = rest, None
-        if rest.startswith("["):  # [::1]:9000
-            host, _, tail = rest[1:].partition("]")
-            port = int(tail[1:]) if tail.startswith(":") else None
-        elif rest.count(":") == 1:
-            host, port_text = rest.split(":")
-            port = int(port_text)
-        rules.append(HostRule(scheme=scheme, host=host, port=port))
-    return tuple(rules)
 
 
 def _is_internal(host: str) -> bool:

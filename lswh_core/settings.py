@@ -61,6 +61,8 @@ class Settings:
     keep_days: int = 7
     failed_keep_days: int = 30
     public_url: str | None = None
+    # The rules file (lswh_core/rules.py); None = the variables above are all the rules there are.
+    rules_file: str | None = None
 
     @property
     def keep_seconds(self) -> int:
@@ -96,4 +98,5 @@ class Settings:
             keep_days=_int(env, "LSWH_KEEP_DAYS", cls.keep_days, minimum=1),
             failed_keep_days=_int(env, "LSWH_FAILED_KEEP_DAYS", cls.failed_keep_days, minimum=1),
             public_url=env.get("LSWH_PUBLIC_URL", "").strip() or None,
+            rules_file=env.get("LSWH_RULES_FILE", "").strip() or None,
         )

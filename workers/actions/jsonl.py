@@ -9,8 +9,8 @@ its own, append-only, no locks:
 One line per example: {"id", "run_id", "split", "inputs", "outputs", "metadata", "written_ns"}.
 A batch is one write() then fsync, so the action is done only once it is on disk. A retried or
 repeated append only adds lines: `read_jsonl` keeps the last line written per example id (by
-`written_ns`, then file and line), and skips a torn last line left by a crash mid-write (the retry
-wrote it again).
+`written_ns`, then file and line), and skips a torn line left by a crash mid-write (the retry
+wrote it again; the next append first ends the torn line).
 """
 
 from __future__ import annotations
@@ -67,8 +67,13 @@ def append_examples(directory: str | Path, dataset: str, examples: Iterable[Json
     path = folder / f"{writer or writer_name()}.jsonl"
     data = "".join(lines).encode("utf-8")
     with _lock:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            size = os.fstat(fd).st_size
+            # A crash mid-write left a torn line: end it, or our first line would be glued to it.
+            # Race-free: this process is the file's only writer.
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)

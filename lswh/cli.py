@@ -18,11 +18,21 @@ HOW_TO_SET_LSWH_SECRETS = (
 )
 
 
+def check_rules(settings: Settings) -> None:
+    """A mistake in the rules file stops every process at start (RulesError is a SettingsError:
+    exit 2 with file, line and key), never a run at run time."""
+    if settings.rules_file:
+        from lswh_core.rules import load_rules
+
+        load_rules(settings.rules_file, settings)
+
+
 def ingress(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if not settings.secrets:
         print(f"lswh ingress: no webhook secret configured: {HOW_TO_SET_LSWH_SECRETS}", file=sys.stderr)
         return 2
+    check_rules(settings)
 
     import uvicorn
 
@@ -45,12 +55,14 @@ def ingress(args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
+    check_rules(Settings.from_env())
     from workers.worker import main as worker_main
 
     return worker_main(burst=args.burst)
 
 
 def dev(args: argparse.Namespace) -> int:
+    check_rules(Settings.from_env())
     from lswh.dev import run
 
     return run(workers=args.workers, host=args.host, port=args.port, dashboard_port=args.dashboard_port)

@@ -146,6 +146,8 @@ class Settings:
     replay_days: int = 2
     failed_keep_days: int = 30
     public_url: str | None = None
+    # The rules file (lswh_core/rules.py); None = the variables above are all the rules there are.
+    rules_file: str | None = None
 
     @property
     def keep_seconds(self) -> int:
@@ -185,4 +187,5 @@ class Settings:
             replay_days=_int(env, "LSWH_REPLAY_DAYS", cls.replay_days, minimum=1),
             failed_keep_days=_int(env, "LSWH_FAILED_KEEP_DAYS", cls.failed_keep_days, minimum=1),
             public_url=_http_url(env, "LSWH_PUBLIC_URL"),
+            rules_file=env.get("LSWH_RULES_FILE", "").strip() or None,
         )

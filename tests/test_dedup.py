@@ -1,0 +1,91 @@
+"""Content dedup against a real Redis server, shared by processes as workers share it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from lswh_core.redis import sync_redis
+from tests.support.procs import RedisServer
+from workers.dedup import claim, content_hash, dedup_key, release
+
+DAY = 86_400
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def connection(redis_server):
+    client = sync_redis(redis_server.url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+def test_the_hash_ignores_key_order_and_formatting_but_not_values():
+    assert content_hash({"a": 1, "b": [1, {"c": "é"}]}) == content_hash({"b": [1, {"c": "é"}], "a": 1})
+    assert content_hash({"a": 1}) != content_hash({"a": 1.0})  # as JSON tells them apart
+    assert content_hash({"a": "x"}) != content_hash({"a": "x "})
+
+
+def test_the_first_run_claims_inputs_and_a_second_run_with_the_same_inputs_is_told_who_wrote_them(connection):
+    fingerprint = content_hash({"q": "hi"})
+    assert claim(connection, "ds", fingerprint, "run-1", ttl_seconds=DAY) is None
+    assert claim(connection, "ds", fingerprint, "run-2", ttl_seconds=DAY) == "run-1"
+
+
+def test_the_same_run_retried_or_redelivered_finds_its_own_claim_and_writes(connection):
+    fingerprint = content_hash({"q": "hi"})
+    assert claim(connection, "ds", fingerprint, "run-1", ttl_seconds=DAY) is None
+    assert claim(connection, "ds", fingerprint, "run-1", ttl_seconds=DAY) is None
+
+
+def test_datasets_are_deduplicated_separately(connection):
+    fingerprint = content_hash({"q": "hi"})
+    assert claim(connection, "ds-a", fingerprint, "run-1", ttl_seconds=DAY) is None
+    assert claim(connection, "ds-b", fingerprint, "run-2", ttl_seconds=DAY) is None
+
+
+def test_the_memory_expires_and_each_claim_extends_it(connection):
+    claim(connection, "ds", content_hash({"q": 1}), "run-1", ttl_seconds=100)
+    assert 0 < connection.ttl(dedup_key("ds")) <= 100
+    claim(connection, "ds", content_hash({"q": 2}), "run-2", ttl_seconds=DAY)
+    assert connection.ttl(dedup_key("ds")) > 100
+
+
+def test_only_the_owner_releases_a_claim_and_then_another_run_may_write(connection):
+    fingerprint = content_hash({"q": "hi"})
+    claim(connection, "ds", fingerprint, "run-1", ttl_seconds=DAY)
+    assert release(connection, "ds", fingerprint, "run-2") is False
+    assert claim(connection, "ds", fingerprint, "run-2", ttl_seconds=DAY) == "run-1"
+    assert release(connection, "ds", fingerprint, "run-1") is True
+    assert claim(connection, "ds", fingerprint, "run-2", ttl_seconds=DAY) is None
+
+
+CLAIMER = """
+import sys
+from lswh_core.redis import sync_redis
+from workers.dedup import claim, content_hash
+url, run_prefix = sys.argv[1], sys.argv[2]
+conn = sync_redis(url)
+for i in range(300):
+    owner = claim(conn, "shared", content_hash({"i": i}), f"{run_prefix}-{i}", ttl_seconds=86400)
+    print(i, owner or "mine")
+"""
+
+
+def test_two_processes_racing_on_the_same_inputs_let_exactly_one_run_write_each(connection, redis_server):
+    procs = [subprocess.Popen([sys.executable, "-c", CLAIMER, redis_server.url, name], stdout=subprocess.PIPE,
+                              text=True) for name in ("a", "b")]
+    outputs = [p.communicate(timeout=60)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    mine = [{int(line.split()[0]) for line in out.splitlines() if line.endswith("mine")} for out in outputs]
+    assert mine[0].isdisjoint(mine[1]) and mine[0] | mine[1] == set(range(300))
+    assert connection.hlen(dedup_key("shared")) == 300

@@ -1,0 +1,103 @@
+"""The `jsonl` action: examples appended to JSON Lines files, one folder per dataset.
+
+Several workers on several hosts may share the directory (a volume, NFS): appends from different
+hosts to one file are not atomic there, so no two processes ever write the same file. Each writes
+its own, append-only, no locks:
+
+    <directory>/<dataset>/<YYYY-MM-DD>/<hostname>-<pid>.jsonl
+
+One line per example: {"id", "run_id", "split", "inputs", "outputs", "metadata", "written_ns"}.
+A batch is one write() then fsync, so the action is done only once it is on disk. A retried or
+repeated append only adds lines: `read_jsonl` keeps the last line written per example id (by
+`written_ns`, then file and line), and skips a torn line left by a crash mid-write (the retry
+wrote it again; the next append first ends the torn line).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypedDict
+from urllib.parse import quote
+
+_lock = threading.Lock()  # threads of one process share its file
+
+
+class JsonlExample(TypedDict):
+    id: str  # the example id (deterministic from dataset and run id, as in LangSmith)
+    run_id: str
+    split: str | None
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] | None
+    metadata: dict[str, Any]
+
+
+def writer_name() -> str:
+    """This process's file name: unique across hosts (hostname) and processes (pid)."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname()) or "host"
+    return f"{host}-{os.getpid()}"
+
+
+def dataset_dir(directory: str | Path, dataset: str) -> Path:
+    """The dataset's folder; the name is percent-encoded so any dataset name is one safe path part."""
+    name = quote(dataset, safe=" _-")
+    if name.startswith("."):
+        name = "%2E" + name[1:]  # never "." or "..", never hidden
+    return Path(directory) / name
+
+
+def append_examples(directory: str | Path, dataset: str, examples: Iterable[JsonlExample], *,
+                    writer: str | None = None, now: datetime | None = None) -> Path | None:
+    """Append `examples` to this writer's file of the day; returns the file (None if no examples)."""
+    stamp = time.time_ns()
+    lines = [json.dumps({**example, "written_ns": stamp + i}, ensure_ascii=False, allow_nan=False,
+                        separators=(",", ":")) + "\n" for i, example in enumerate(examples)]
+    if not lines:
+        return None
+    day = (now or datetime.now(UTC)).strftime("%Y-%m-%d")
+    folder = dataset_dir(directory, dataset) / day
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{writer or writer_name()}.jsonl"
+    data = "".join(lines).encode("utf-8")
+    with _lock:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            # A crash mid-write left a torn line: end it, or our first line would be glued to it.
+            # Race-free: this process is the file's only writer.
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return path
+
+
+def read_jsonl(directory: str | Path, dataset: str) -> dict[str, dict[str, Any]]:
+    """Every example of `dataset` written under `directory`, by example id, the last line written
+    for each id winning (a retried append is harmless; a newer correction replaces the older)."""
+    latest: dict[str, tuple[tuple[int, str, int], dict[str, Any]]] = {}
+    for path in sorted(dataset_dir(directory, dataset).glob("*/*.jsonl")):
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle):
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    continue  # a torn line from a crash mid-write: its retry wrote it again
+                if not isinstance(record, Mapping) or not isinstance(record.get("id"), str):
+                    continue
+                order = (int(record.get("written_ns") or 0), str(path), number)
+                if record["id"] not in latest or order > latest[record["id"]][0]:
+                    latest[record["id"]] = (order, dict(record))
+    return {example_id: record for example_id, (_, record) in latest.items()}

@@ -130,6 +130,17 @@ def _langsmith_endpoint(env: Mapping[str, str]) -> None:
     _http_url(env, "LANGSMITH_ENDPOINT")
 
 
+def _rules_file(env: Mapping[str, str]) -> str | None:
+    """Only that the file is there and readable: lswh_core.rules checks what it says, with the
+    line of each mistake, when a process starts (lswh/cli.py)."""
+    raw = env.get("LSWH_RULES_FILE", "").strip()
+    if not raw:
+        return None
+    if not os.path.isfile(raw) or not os.access(raw, os.R_OK):
+        raise SettingsError(f"LSWH_RULES_FILE: {raw!r} is not a readable file")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = "redis://localhost:6379/0"
@@ -187,5 +198,5 @@ class Settings:
             replay_days=_int(env, "LSWH_REPLAY_DAYS", cls.replay_days, minimum=1),
             failed_keep_days=_int(env, "LSWH_FAILED_KEEP_DAYS", cls.failed_keep_days, minimum=1),
             public_url=_http_url(env, "LSWH_PUBLIC_URL"),
-            rules_file=env.get("LSWH_RULES_FILE", "").strip() or None,
+            rules_file=_rules_file(env),
         )

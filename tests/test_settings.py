@@ -127,6 +127,7 @@ BAD_VALUES = [
     ("LSWH_PUBLIC_URL", "https://hooks.example.com/?secret=x"),
     ("LANGSMITH_ENDPOINT", "api.smith.langchain.com"),
     ("LANGSMITH_ENDPOINT", "https://api.smith.langchain.com:port"),
+    ("LSWH_RULES_FILE", "/nonexistent/rules.toml"),
 ]
 
 

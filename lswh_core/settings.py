@@ -6,6 +6,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from lswh_core.errors import SettingsError
+from lswh_core.ratelimits import DEFAULT_LIMITS, Limit, parse_limits
+
 DEFAULT_S3_ALLOWED_HOSTS = (
     "*.s3.amazonaws.com",
     "*.s3.*.amazonaws.com",
@@ -13,10 +16,6 @@ DEFAULT_S3_ALLOWED_HOSTS = (
     "storage.googleapis.com",
 )
 OUTPUT_MODES = ("correction_or_run", "correction", "run")
-
-
-class SettingsError(ValueError):
-    """A configuration variable has a value we cannot use."""
 
 
 def _split(value: str) -> tuple[str, ...]:
@@ -61,6 +60,7 @@ class Settings:
     keep_days: int = 7
     failed_keep_days: int = 30
     public_url: str | None = None
+    langsmith_rate_limits: Mapping[str, Limit] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
 
     @property
     def keep_seconds(self) -> int:
@@ -96,4 +96,5 @@ class Settings:
             keep_days=_int(env, "LSWH_KEEP_DAYS", cls.keep_days, minimum=1),
             failed_keep_days=_int(env, "LSWH_FAILED_KEEP_DAYS", cls.failed_keep_days, minimum=1),
             public_url=env.get("LSWH_PUBLIC_URL", "").strip() or None,
+            langsmith_rate_limits=parse_limits(env.get("LSWH_LANGSMITH_RATE_LIMITS", "")),
         )

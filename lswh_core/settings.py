@@ -14,6 +14,9 @@ from urllib.parse import urlsplit
 
 from lswh_core.allowlist import AllowListError, parse_rules
 
+from lswh_core.errors import SettingsError
+from lswh_core.ratelimits import DEFAULT_LIMITS, Limit, parse_limits
+
 DEFAULT_S3_ALLOWED_HOSTS = (
     "*.s3.amazonaws.com",
     "*.s3.*.amazonaws.com",
@@ -25,10 +28,6 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 # The ingress refuses longer candidates unread (ingress/auth.py); a longer configured secret
 # could never match, so it is refused at start instead of answering 401 forever.
 MAX_SECRET_BYTES = 1024
-
-
-class SettingsError(ValueError):
-    """A configuration variable has a value we cannot use."""
 
 
 def _split(value: str) -> tuple[str, ...]:
@@ -159,6 +158,7 @@ class Settings:
     public_url: str | None = None
     # The rules file (lswh_core/rules.py); None = the variables above are all the rules there are.
     rules_file: str | None = None
+    langsmith_rate_limits: Mapping[str, Limit] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
 
     @property
     def keep_seconds(self) -> int:
@@ -199,4 +199,5 @@ class Settings:
             failed_keep_days=_int(env, "LSWH_FAILED_KEEP_DAYS", cls.failed_keep_days, minimum=1),
             public_url=_http_url(env, "LSWH_PUBLIC_URL"),
             rules_file=_rules_file(env),
+            langsmith_rate_limits=parse_limits(env.get("LSWH_LANGSMITH_RATE_LIMITS", "")),
         )

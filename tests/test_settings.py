@@ -128,6 +128,8 @@ BAD_VALUES = [
     ("LANGSMITH_ENDPOINT", "api.smith.langchain.com"),
     ("LANGSMITH_ENDPOINT", "https://api.smith.langchain.com:port"),
     ("LSWH_RULES_FILE", "/nonexistent/rules.toml"),
+    ("LSWH_LANGSMITH_RATE_LIMITS", "run_query=fast"),
+    ("LSWH_LANGSMITH_RATE_LIMITS", "runs=15/10s"),
 ]
 
 

@@ -87,3 +87,12 @@ def test_a_long_retry_after_is_never_slept() -> None:
     assert _decide(503, MAX_SLEPT_RETRY_AFTER + 1, 0, 0) == "return"
     assert _decide(429, MAX_SLEPT_RETRY_AFTER + 1, 0, 0) == "return"
     assert _decide(503, 2.0, 0, 0) == "retry"
+
+
+def test_metric_routes_hide_ids_so_labels_stay_few() -> None:
+    from workers.langsmith_http import route_label
+
+    assert route_label("PATCH", "/v1/platform/datasets/6a3be6a2-9a8c-4fc8-b4c6-a8983b286cc5/examples") == \
+        "PATCH /v1/platform/datasets/{id}/examples"
+    assert route_label("POST", "/api/v2/runs/query") == "POST /api/v2/runs/query"
+    assert route_label("GET", "/runs/6a3be6a29a8c4fc8b4c6a8983b286cc5") == "GET /runs/{id}"

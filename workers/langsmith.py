@@ -216,9 +216,11 @@ class LangSmith:
     @classmethod
     def for_settings(cls, settings: Settings, connection: redis.Redis, *, call: Callable[..., Awaitable[Any]],
                      recorder: Recorder | None = None) -> LangSmith:
-        from workers.budget import route_of
+        from workers.budget import RateBudget, route_of
 
-        return cls(call=call, budget=None, route_of=route_of, recorder=recorder)
+        api_key = os.environ.get("LANGSMITH_API_KEY") or ""
+        budget = RateBudget(connection, api_key, settings.langsmith_rate_limits)
+        return cls(call=call, budget=budget, route_of=route_of, recorder=recorder, api_key=api_key or None)
 
     @property
     def api_url(self) -> str:

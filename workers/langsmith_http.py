@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -61,6 +62,15 @@ class Recorder(Protocol):
 
 RouteOf = Callable[[str, str], str]
 
+_ID_SEGMENT = re.compile(r"^(?:[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}|\d+)$")
+
+
+def route_label(method: str, path: str) -> str:
+    """A request's route for metrics: method and path with ids as {id}. The SDK's paths name
+    datasets and runs by id (names travel in query strings), so the labels stay few."""
+    segments = ["{id}" if _ID_SEGMENT.match(part) else part for part in path.split("/")]
+    return f"{method} {'/'.join(segments) or '/'}"
+
 
 def _backoff(attempt: int) -> float:
     return min(4.0, 0.5 * 2**attempt) * random.uniform(0.75, 1.25)
@@ -90,7 +100,9 @@ class BudgetedAdapter(HTTPAdapter):
         self.recorder = recorder
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
-        route = self.route_of(request.method or "GET", urlsplit(request.url or "").path)
+        path = urlsplit(request.url or "").path
+        route = self.route_of(request.method or "GET", path)
+        label = route_label(request.method or "GET", path)
         rate_limited = attempts = 0
         while True:
             if self.budget is not None:
@@ -102,10 +114,10 @@ class BudgetedAdapter(HTTPAdapter):
                 response = super().send(request, *args, **kwargs)
             except requests.RequestException:
                 if self.recorder is not None:
-                    self.recorder.request("langsmith", route, "error", time.perf_counter() - started)
+                    self.recorder.request("langsmith", label, "error", time.perf_counter() - started)
                 raise
             if self.recorder is not None:
-                self.recorder.request("langsmith", route, str(response.status_code), time.perf_counter() - started)
+                self.recorder.request("langsmith", label, str(response.status_code), time.perf_counter() - started)
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             action = _decide(response.status_code, retry_after, rate_limited, attempts)
             if action == "return" or not _rewind(request):
@@ -151,6 +163,7 @@ class BudgetedTransport(httpx2.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         route = self.route_of(request.method, request.url.path)
+        label = route_label(request.method, request.url.path)
         rate_limited = attempts = 0
         while True:
             if self.budget is not None:
@@ -162,10 +175,10 @@ class BudgetedTransport(httpx2.AsyncBaseTransport):
                 response = await self.inner.handle_async_request(request)
             except httpx2.TransportError:
                 if self.recorder is not None:
-                    self.recorder.request("langsmith", route, "error", time.perf_counter() - started)
+                    self.recorder.request("langsmith", label, "error", time.perf_counter() - started)
                 raise
             if self.recorder is not None:
-                self.recorder.request("langsmith", route, str(response.status_code), time.perf_counter() - started)
+                self.recorder.request("langsmith", label, str(response.status_code), time.perf_counter() - started)
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             action = _decide(response.status_code, retry_after, rate_limited, attempts)
             if action == "return":

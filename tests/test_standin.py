@@ -21,7 +21,9 @@ from langsmith.utils import (
 from lswh.standin import DEFAULT_API_KEY
 from tests.support.procs import free_port, python_module, wait_http
 
-EXTRA_KEY = "lsv2-extra-test-key"
+# No deprecated SDK call here: LangSmith removes them (issue 8).
+pytestmark = pytest.mark.filterwarnings("error::DeprecationWarning")
+
 FIXTURE_RUN_ID = "6ab80f10-d79c-4fa2-b441-922ed6feb630"
 # Without the multipart flag SDK 0.15 falls back to the JSON endpoints (/examples/bulk).
 JSON_ENDPOINTS_INFO: dict[str, Any] = {"instance_flags": {}}
@@ -31,7 +33,7 @@ JSON_ENDPOINTS_INFO: dict[str, Any] = {"instance_flags": {}}
 def standin_url() -> Iterator[str]:
     port = free_port()
     proc = python_module(
-        "lswh.standin", "--port", str(port), "--api-key", EXTRA_KEY, "--preload-fixture", name="standin"
+        "lswh.standin", "--port", str(port), "--preload-fixture", name="standin"
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -73,8 +75,20 @@ def test_wrong_api_key_is_401(standin_url: str, admin: httpx.Client) -> None:
         list(sdk(standin_url, api_key="lsv2-wrong").list_datasets(limit=1))
 
 
-def test_configured_extra_key_is_accepted(standin_url: str, admin: httpx.Client) -> None:
-    assert list(sdk(standin_url, api_key=EXTRA_KEY).list_datasets(limit=1)) == []
+def test_any_key_with_the_standin_prefix_is_accepted(standin_url: str, admin: httpx.Client) -> None:
+    assert list(sdk(standin_url, api_key=f"lsv2-standin-{uuid.uuid4()}").list_datasets(limit=1)) == []
+
+
+def test_api_routes_need_a_key(standin_url: str, admin: httpx.Client) -> None:
+    for method, path in [("GET", "/datasets"), ("GET", f"/runs/{FIXTURE_RUN_ID}"), ("GET", "/feedback"),
+                         ("POST", "/api/v2/runs/query"), ("GET", "/api/v2/runs/rules")]:
+        assert admin.request(method, path).status_code == 401, path
+        assert admin.request(method, path, headers={"x-api-key": "lsv2-pt-real-looking"}).status_code == 401
+
+
+def read_run(url: str, run_id: Any) -> dict[str, Any]:
+    """`GET /runs/{id}` through the SDK's generic request call (`read_run` is deprecated)."""
+    return dict(sdk(url).request_with_retries("GET", f"/runs/{run_id}").json())
 
 
 def test_create_dataset_then_read_by_name_and_id(standin_url: str, admin: httpx.Client) -> None:
@@ -108,7 +122,9 @@ def test_create_examples_then_list_by_ids(standin_url: str, admin: httpx.Client)
     found = {str(e.id): e for e in client.list_examples(dataset_id=dataset.id, example_ids=wanted)}
     assert sorted(found) == sorted(wanted)
     first = found[specs[0]["id"]]
-    assert (first.inputs, first.outputs, first.metadata) == ({"q": "question 0"}, {"a": "answer 0"}, {"n": 0})
+    assert (first.inputs, first.outputs, first.metadata) == (
+        {"q": "question 0"}, {"a": "answer 0"}, {"n": 0, "dataset_split": ["base"]}
+    )
     assert str(first.source_run_id) == specs[0]["source_run_id"]
     assert first.dataset_id == dataset.id
     assert (
@@ -172,6 +188,7 @@ def test_update_examples_changes_outputs(standin_url: str, admin: httpx.Client) 
         ],
     )
     updated = next(client.list_examples(dataset_id=dataset.id, example_ids=[spec["id"]]))
+    # metadata is replaced whole, the base split with it
     assert (updated.outputs, updated.metadata) == ({"a": "corrected"}, {"n": 1})
 
     sdk(standin_url, info=JSON_ENDPOINTS_INFO).update_examples(
@@ -215,10 +232,10 @@ def test_list_feedback_pages_through_all_of_many_runs(standin_url: str, admin: h
 
 
 def test_preloaded_fixture_run_is_readable(standin_url: str, admin: httpx.Client) -> None:
-    run = sdk(standin_url).read_run(FIXTURE_RUN_ID)
-    assert run.name == "Search" and run.run_type == "tool"
-    assert set(run.inputs) == {"query"}
-    assert run.outputs is not None and set(run.outputs) == {"output"}
+    run = read_run(standin_url, FIXTURE_RUN_ID)
+    assert run["name"] == "Search" and run["run_type"] == "tool"
+    assert set(run["inputs"]) == {"query"}
+    assert run["outputs"] is not None and set(run["outputs"]) == {"output"}
 
 
 def test_preloaded_run_carries_its_inputs_and_outputs(standin_url: str, admin: httpx.Client) -> None:
@@ -227,13 +244,13 @@ def test_preloaded_run_carries_its_inputs_and_outputs(standin_url: str, admin: h
         "/_admin/runs",
         json=[{"id": run_id, "name": "agent", "inputs": {"q": "hi"}, "outputs": {"output": "hello"}}],
     ).raise_for_status()
-    run = sdk(standin_url).read_run(run_id)
-    assert (run.inputs, run.outputs, str(run.trace_id)) == ({"q": "hi"}, {"output": "hello"}, run_id)
+    run = read_run(standin_url, run_id)
+    assert (run["inputs"], run["outputs"], run["trace_id"]) == ({"q": "hi"}, {"output": "hello"}, run_id)
 
 
 def test_read_run_unknown_is_not_found(standin_url: str, admin: httpx.Client) -> None:
     with pytest.raises(LangSmithNotFoundError):
-        sdk(standin_url).read_run(uuid.uuid4())
+        read_run(standin_url, uuid.uuid4())
 
 
 def presign(admin: httpx.Client, **options: Any) -> dict[str, Any]:
@@ -279,7 +296,7 @@ def test_presigned_url_can_redirect_and_pad(admin: httpx.Client) -> None:
 def test_fault_injection_503_then_recovers(standin_url: str, admin: httpx.Client) -> None:
     admin.post("/_admin/faults", json={"route": "GET /runs", "status": 503, "times": 1}).raise_for_status()
     # The SDK's urllib3 retry (3 retries on 408/425/429/5xx) rides over one 503.
-    assert sdk(standin_url).read_run(FIXTURE_RUN_ID).name == "Search"
+    assert read_run(standin_url, FIXTURE_RUN_ID)["name"] == "Search"
     assert admin.get("/_admin/stats").json()["requests"]["GET /runs/{run_id}"] == 2
     assert admin.get("/_admin/faults").json()["pending"] == []
 
@@ -309,8 +326,10 @@ def test_reset_clears_examples_and_keeps_preloaded_runs(standin_url: str, admin:
     client.create_dataset("gone-after-reset")
     admin.post("/_admin/reset").raise_for_status()
     assert admin.get("/_admin/datasets").json() == []
-    assert admin.get("/_admin/stats").json() == {"total": 0, "requests": {}}
-    assert client.read_run(FIXTURE_RUN_ID).name == "Search"
+    assert admin.get("/_admin/stats").json() == {
+        "total": 0, "requests": {}, "rate_limited": {}, "rate_limited_total": 0
+    }
+    assert read_run(standin_url, FIXTURE_RUN_ID)["name"] == "Search"
 
 
 def test_latency_slows_api_requests_but_not_admin(standin_url: str, admin: httpx.Client) -> None:
@@ -319,5 +338,5 @@ def test_latency_slows_api_requests_but_not_admin(standin_url: str, admin: httpx
     admin.get("/_admin/stats")
     admin_took = time.monotonic() - started
     started = time.monotonic()
-    sdk(standin_url).read_run(FIXTURE_RUN_ID)
+    read_run(standin_url, FIXTURE_RUN_ID)
     assert time.monotonic() - started >= 0.3 > admin_took

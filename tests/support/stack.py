@@ -20,15 +20,23 @@ SECRET = "s3cret-for-tests"
 ROTATED = "rotated-secret-2"
 
 
-class StandIn:
-    """The LangSmith stand-in process and its admin API."""
+def fresh_key() -> str:
+    """An API key the stand-in accepts, with rate-limit windows of its own."""
+    return f"lsv2-standin-{uuid.uuid4()}"
 
-    def __init__(self, latency_ms: int = 0) -> None:
+
+class StandIn:
+    """The LangSmith stand-in process and its admin API. LangSmith Cloud's rate limits are on unless
+    `limits=False`; `flags` picks what `/info` reports (`cloud`, `v1-only`, `v2-only`)."""
+
+    def __init__(self, latency_ms: int = 0, *, limits: bool = True, flags: str = "cloud") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        args = ["--host", "127.0.0.1", "--port", str(self.port), "--preload-fixture"]
+        args = ["--host", "127.0.0.1", "--port", str(self.port), "--preload-fixture", "--flags", flags]
         if latency_ms:
             args += ["--latency-ms", str(latency_ms)]
+        if not limits:
+            args.append("--no-limits")
         self.proc = python_module("lswh.standin", *args, name="standin")
         wait_http(f"{self.url}/info", self.proc)
         self.http = httpx.Client(base_url=self.url, timeout=30)
@@ -67,7 +75,41 @@ class StandIn:
         assert not pending, f"faults left unconsumed: {pending}"
 
     def stats(self) -> dict[str, Any]:
+        """Requests per route (`requests`) and, per route, how many were answered 429 (`rate_limited`)."""
         return self.admin("GET", "stats")  # type: ignore[no-any-return]
+
+    def rate_limited(self) -> int:
+        return int(self.stats()["rate_limited_total"])
+
+    def limits(self, *, enabled: bool | None = None, cloud: bool = False, **rows: tuple[int, float]) -> Any:
+        """Lift (`enabled=False`) or restore the limits, or change rows, e.g. `run_lookup=(3, 1.0)`
+        for a window a test can see end; `cloud=True` restores the docs' table."""
+        body: dict[str, Any] = {"cloud": cloud, "limits": {k: {"count": c, "seconds": s} for k, (c, s) in rows.items()}}
+        if enabled is not None:
+            body["enabled"] = enabled
+        return self.admin("POST", "limits", body)
+
+    def use_flags(self, profile: str) -> None:
+        """What `/info` reports from now on: `cloud`, `v1-only` or `v2-only`."""
+        self.admin("POST", "info", {"profile": profile})
+
+    def race(self, examples: list[dict[str, Any]] | None = None, *, times: int = 1,
+             per_list: int | None = None) -> None:
+        """After the next `times` example listings, another writer creates `examples` (or `per_list`
+        of the listed ids that do not exist yet), so the pipeline's next create is refused with 409."""
+        self.admin("POST", "races", {"examples": examples or [], "times": times, "per_list": per_list})
+
+    def pending_races(self) -> list[dict[str, Any]]:
+        return self.admin("GET", "races")["pending"]  # type: ignore[no-any-return]
+
+    def add_rules(self, rules: list[dict[str, Any]]) -> list[str]:
+        return self.admin("POST", "rules", rules)["ids"]  # type: ignore[no-any-return]
+
+    def runs(self) -> list[dict[str, Any]]:
+        return self.admin("GET", "runs")  # type: ignore[no-any-return]
+
+    def feedback(self) -> list[dict[str, Any]]:
+        return self.admin("GET", "feedback")  # type: ignore[no-any-return]
 
     def stop(self) -> None:
         self.http.close()

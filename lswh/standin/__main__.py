@@ -1,0 +1,3 @@
+from lswh.standin.cli import main
+
+main()

@@ -1,0 +1,37 @@
+"""`python -m lswh.standin`: serve the stand-in with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from lswh.standin.app import create_app, env_flag
+from lswh.standin.profiles import PROFILES
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lswh.standin", description="A local LangSmith stand-in.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=1984)
+    parser.add_argument("--latency-ms", type=int, default=int(os.environ.get("STANDIN_LATENCY_MS") or 0))
+    parser.add_argument(
+        "--preload-fixture", action="store_true", default=env_flag("STANDIN_PRELOAD_FIXTURE"),
+        help="store the docs fixture's run (also STANDIN_PRELOAD_FIXTURE=1)",
+    )
+    parser.add_argument(
+        "--no-limits", action="store_true", default=env_flag("STANDIN_NO_LIMITS"),
+        help="lift LangSmith Cloud's per-key rate limits, e.g. for a demo (also STANDIN_NO_LIMITS=1)",
+    )
+    parser.add_argument(
+        "--flags", choices=list(PROFILES), default=os.environ.get("STANDIN_FLAGS") or "cloud",
+        help="which server /info describes (also STANDIN_FLAGS): cloud = v2 and v1 run reads, "
+        "v1-only = a server before v2 (< 0.16), v2-only = SmithDB only (no v1 run reads)",
+    )
+    args = parser.parse_args(argv)
+
+    import uvicorn
+
+    standin = create_app(
+        latency_ms=args.latency_ms, preload_fixture=args.preload_fixture, limits=not args.no_limits, flags=args.flags
+    )
+    uvicorn.run(standin, host=args.host, port=args.port, access_log=False, log_level="warning")

@@ -55,6 +55,11 @@ def wait_accounted(stack: Pipeline, delivery: str, runs: int, timeout: float = 1
     return figures
 
 
+def exc_string(job: Job) -> str:
+    result = job.latest_result()
+    return (result.exc_string or "") if result is not None else ""
+
+
 def failed_run_jobs(stack: Pipeline) -> list[Job]:
     return [job for job in stack.failed_jobs() if job.func_name == contract.RUN_JOB]
 
@@ -113,7 +118,7 @@ def test_worker_killed_on_every_attempt_ends_with_per_run_failed_jobs(redis_serv
                    timeout=240, interval=0.5, what="the delivery job to finish after its runs were split off")
         failed = failed_run_jobs(stack)
         assert len(failed) == len(runs) - done_before_last
-        assert all("the worker was killed on every attempt" in (job.exc_info or "") for job in failed)
+        assert all("the worker was killed on every attempt" in exc_string(job) for job in failed)
         assert not [job for job in stack.failed_jobs() if job.func_name == contract.DELIVERY_JOB]
         written = standin.examples_by_run([r["id"] for r in runs], stack.dataset)
         assert all(len(examples) == 1 for examples in written.values())
@@ -155,7 +160,7 @@ def test_one_malformed_run_id_among_50_fails_alone(redis_server: RedisServer, st
         assert (figures["written"], figures["failed"]) == (49, 1), figures
         failed = failed_run_jobs(stack)
         assert [job.args[1] for job in failed] == [bad["id"]]
-        assert f"run {bad['id']}:" in (failed[0].exc_info or "")
+        assert f"run {bad['id']}:" in exc_string(failed[0])
         assert len(standin.examples_by_run([r["id"] for r in good], stack.dataset)) == 49
     finally:
         stack.stop()
@@ -170,7 +175,7 @@ def test_requeued_split_off_run_redoes_only_that_run(redis_server: RedisServer, 
         did = delivery_id(stack.post(delivery([missing, present])))
         wait_accounted(stack, did, 2)
         [job] = failed_run_jobs(stack)
-        assert "the API did not return the run" in (job.exc_info or "")
+        assert "the API did not return the run" in exc_string(job)
         standin.add_runs([{**missing, "inputs": {"q": 2}, "outputs": {"a": 2}}])
         FailedJobRegistry(queue=Queue(contract.QUEUE, connection=stack.redis)).requeue(job.id)
         figures = wait_accounted(stack, did, 2)

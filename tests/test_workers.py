@@ -31,7 +31,7 @@ def s3_run(standin: StandIn, inputs: dict, outputs: dict | None, **options: obje
 
 def api_run(standin: StandIn, inputs: dict, outputs: dict | None) -> dict:
     run = fresh_run()
-    standin.add_runs([{"id": run["id"], "trace_id": run["trace_id"], "name": run["name"], "inputs": inputs,
+    standin.add_runs([{**run, "inputs": inputs,
                        "outputs": outputs}])
     return run
 
@@ -48,7 +48,7 @@ def test_inputs_and_outputs_come_from_presigned_urls(pipeline: Pipeline, standin
 
 def test_expired_presigned_url_falls_back_to_the_api(pipeline: Pipeline, standin: StandIn) -> None:
     run = s3_run(standin, {"q": "stale"}, None, expires_in=-60)
-    standin.add_runs([{"id": run["id"], "inputs": {"q": "from api"}, "outputs": {"a": "api"}}])
+    standin.add_runs([{**run, "inputs": {"q": "from api"}, "outputs": {"a": "api"}}])
     pipeline.post(delivery([run]))
     example = pipeline.wait_examples([run["id"]])[run["id"]][0]
     assert (example["inputs"], example["outputs"]) == ({"q": "from api"}, {"a": "api"})
@@ -59,7 +59,7 @@ def test_presigned_url_on_a_host_not_allowed_is_not_fetched(pipeline: Pipeline, 
     # same server, but named by a host that is not in LSWH_S3_ALLOWED_HOSTS
     url = standin.put_object({"q": "never"}).replace("127.0.0.1", "localhost")
     run["inputs_s3_urls"] = {"ROOT": {"presigned_url": url}}
-    standin.add_runs([{"id": run["id"], "inputs": {"q": "api"}}])
+    standin.add_runs([{**run, "inputs": {"q": "api"}}])
     before = standin.stats()["requests"].get("GET /s3/{bucket}/{key:path}", 0)
     pipeline.post(delivery([run]))
     assert pipeline.wait_examples([run["id"]])[run["id"]][0]["inputs"] == {"q": "api"}
@@ -105,7 +105,7 @@ def test_feedback_is_joined_by_run_id_whatever_the_order(pipeline: Pipeline, sta
 
 
 def test_redelivered_and_reposted_runs_make_one_example_each(pipeline: Pipeline, standin: StandIn) -> None:
-    runs = [fresh_run(inputs={"i": i}) for i in range(3)]
+    runs = [fresh_run(inputs={"i": i}, outputs={}) for i in range(3)]
     first = delivery(runs)
     pipeline.post(first)
     pipeline.wait_examples([r["id"] for r in runs])
@@ -121,10 +121,10 @@ def test_redelivered_and_reposted_runs_make_one_example_each(pipeline: Pipeline,
 def test_existing_example_conflict_in_bulk_costs_nothing(pipeline: Pipeline, standin: StandIn) -> None:
     """One run already has its example (written by an earlier delivery): the bulk create of
     the next delivery meets a 409 for it, and every other run still lands."""
-    known = fresh_run(inputs={"i": "known"})
+    known = fresh_run(inputs={"i": "known"}, outputs={})
     pipeline.post(delivery([known]))
     pipeline.wait_examples([known["id"]])
-    runs = [known, *(fresh_run(inputs={"i": i}) for i in range(5))]
+    runs = [known, *(fresh_run(inputs={"i": i}, outputs={}) for i in range(5))]
     pipeline.post(delivery(runs))
     found = pipeline.wait_examples([r["id"] for r in runs])
     assert all(len(examples) == 1 for examples in found.values())
@@ -151,7 +151,7 @@ def test_transient_fault_on_example_writes_recovers(pipeline: Pipeline, standin:
     pipeline.wait_idle()
     # more 503s than the SDK's own bounded retries (3 attempts): the job retries through RQ
     standin.fault("POST /v1/platform/datasets", times=4, status=503)
-    runs = [fresh_run(inputs={"i": i}) for i in range(3)]
+    runs = [fresh_run(inputs={"i": i}, outputs={}) for i in range(3)]
     pipeline.post(delivery(runs))
     found = pipeline.wait_examples([r["id"] for r in runs], timeout=60)
     assert all(len(examples) == 1 for examples in found.values())
@@ -159,7 +159,7 @@ def test_transient_fault_on_example_writes_recovers(pipeline: Pipeline, standin:
 
 
 def test_one_permanent_failure_among_ten_is_split_off(pipeline: Pipeline, standin: StandIn) -> None:
-    good = [fresh_run(inputs={"i": i}) for i in range(9)]
+    good = [fresh_run(inputs={"i": i}, outputs={}) for i in range(9)]
     bad = fresh_run()  # no inline inputs, no URL, and the API does not know it: permanent
     pipeline.post(delivery([*good[:4], bad, *good[4:]]))
     found = pipeline.wait_examples([r["id"] for r in good])
@@ -170,21 +170,21 @@ def test_one_permanent_failure_among_ten_is_split_off(pipeline: Pipeline, standi
     job = failed[0]
     assert bad["id"] in job.description
     assert job.latest_result().exc_string.strip().endswith(  # type: ignore[union-attr]
-        f"run {bad['id']}: inputs: no inline inputs, no usable presigned URL, and the run is not readable "
-        "through the API")
+        f"run {bad['id']}: inputs and outputs: no inline value, no usable presigned URL, and the API did not "
+        "return the run")
     # no delivery job failed because of it
     assert not [j for j in pipeline.failed_jobs() if j.id.startswith("delivery-")]
 
 
 def test_requeued_failed_run_redoes_only_that_run(pipeline: Pipeline, standin: StandIn) -> None:
-    good = fresh_run(inputs={"i": "good"})
+    good = fresh_run(inputs={"i": "good"}, outputs={})
     bad = fresh_run()
     pipeline.post(delivery([good, bad]))
     pipeline.wait_examples([good["id"]])
     pipeline.wait_idle()
     job = next(j for j in pipeline.failed_jobs() if bad["id"] in j.id)
     # the operator fixes the cause (the run becomes readable) and requeues the failed job
-    standin.add_runs([{"id": bad["id"], "inputs": {"i": "fixed"}, "outputs": {"o": 1}}])
+    standin.add_runs([{**bad, "inputs": {"i": "fixed"}, "outputs": {"o": 1}}])
     FailedJobRegistry(queue=Queue("lswh", connection=pipeline.redis)).requeue(job.id)
     example = pipeline.wait_examples([bad["id"]])[bad["id"]]
     assert example[0]["inputs"] == {"i": "fixed"}
@@ -229,7 +229,8 @@ def test_rule_routes_its_runs_to_its_own_dataset(redis_server: RedisServer, stan
     rule = str(uuid.uuid4())
     stack = Pipeline(redis_server, standin, db=4, LSWH_RULE_DATASETS=f"other-rule=elsewhere,{rule}={routed}")
     try:
-        mine, default = fresh_run(inputs={"i": "routed"}), fresh_run(inputs={"i": "default"})
+        mine = fresh_run(inputs={"i": "routed"}, outputs={})
+        default = fresh_run(inputs={"i": "default"}, outputs={})
         stack.post(delivery([mine], rule_id=rule))
         stack.post(delivery([default]))
         assert stack.wait_examples([default["id"]])  # the default dataset (LSWH_DATASET)
@@ -246,11 +247,11 @@ def test_deleted_dataset_is_created_again(redis_server: RedisServer) -> None:
     own = StandIn()  # its own stand-in: the reset below must not touch other tests' data
     stack = Pipeline(redis_server, own, db=4)
     try:
-        first = fresh_run(inputs={"i": 1})
+        first = fresh_run(inputs={"i": 1}, outputs={})
         stack.post(delivery([first]))
         stack.wait_examples([first["id"]])
         own.admin("POST", "reset")  # datasets and examples gone
-        second = fresh_run(inputs={"i": 2})
+        second = fresh_run(inputs={"i": 2}, outputs={})
         stack.post(delivery([second]))
         assert stack.wait_examples([second["id"]], timeout=30)[second["id"]][0]["inputs"] == {"i": 2}
         stack.wait_idle()
@@ -263,7 +264,7 @@ def test_deleted_dataset_is_created_again(redis_server: RedisServer) -> None:
 def test_empty_inline_inputs_are_used_not_looked_up(pipeline: Pipeline, standin: StandIn) -> None:
     """Non-null wins: {} is a run's real (empty) inputs, not a reason to ask the API."""
     run = fresh_run(inputs={}, outputs={})
-    standin.add_runs([{"id": run["id"], "inputs": {"from": "api"}, "outputs": {"from": "api"}}])
+    standin.add_runs([{**run, "inputs": {"from": "api"}, "outputs": {"from": "api"}}])
     pipeline.post(delivery([run]))
     example = pipeline.wait_examples([run["id"]])[run["id"]][0]
     assert example["inputs"] == {}

@@ -97,17 +97,17 @@ def test_worker_killed_on_every_attempt_ends_with_per_run_failed_jobs(redis_serv
                                                                      standin: StandIn) -> None:
     stack = Pipeline(redis_server, standin, db=22, workers=0, LSWH_RETRIES="1")
     try:
-        runs = [fresh_run(inputs={"q": i}, outputs={"a": i}) for i in range(400)]
+        runs = [fresh_run(inputs={"q": i}, outputs={"a": i}) for i in range(1000)]
         did = delivery_id(stack.post(delivery(runs)))
         job_id = contract.delivery_job_id(did)
         done_key = contract.done_key(did)
         for attempt in range(2):
             # Slow LangSmith down so the job is caught mid-delivery, after some slices are done.
-            standin.admin("POST", "latency", {"ms": 150})
-            worker = stack.add_worker()
-            wait_until(lambda: _started(stack, job_id), timeout=120, what=f"attempt {attempt + 1} to start")
+            standin.admin("POST", "latency", {"ms": 300})
             before = stack.redis.scard(done_key)
-            wait_until(lambda b=before: stack.redis.scard(done_key) > b, timeout=60, what="a slice to be done")
+            worker = stack.add_worker()
+            wait_until(lambda b=before: _started(stack, job_id) and stack.redis.scard(done_key) > b,
+                       timeout=180, interval=0.1, what=f"attempt {attempt + 1} to get a slice done")
             worker.signal_group(signal.SIGKILL)
             worker.popen.wait(5)
         standin.admin("POST", "latency", {"ms": 0})

@@ -64,8 +64,8 @@ class RulesError(SettingsError):
 @dataclass(frozen=True)
 class ScoreFilter:
     """Keep a run only if feedback key `key`'s latest score lies within [min, max] (either bound
-    may be open). A run without a score for `key` is not kept: reconciliation sees a score that
-    arrives after the delivery and evaluates the filter again."""
+    may be open); a boolean score counts as 1 or 0. A run without a score for `key` is not kept:
+    reconciliation sees a score that arrives after the delivery and evaluates the filter again."""
 
     key: str
     min: float | None = None
@@ -97,6 +97,9 @@ class Selection:
     # (name, regular expression) added to the built-ins; a built-in's name replaces it.
     redact_patterns: tuple[tuple[str, str], ...] = ()
     dedup: bool = False
+
+    def takes_correction_from(self, feedback_key: str) -> bool:
+        return self.correction_keys is None or feedback_key in self.correction_keys
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -290,10 +290,20 @@ def test_splits_are_kept_in_name_order_and_a_float_sum_within_1e_9_is_one(tmp_pa
 @pytest.mark.parametrize(
     ("scores", "kept"),
     [({"correctness": 0.2}, True), ({"correctness": 0.5}, True), ({"correctness": 0.9}, False),
-     ({"correctness": None}, False), ({}, False), ({"correctness": True}, False)],
+     ({"correctness": None}, False), ({}, False), ({"correctness": True}, False), ({"correctness": False}, True)],
 )
-def test_a_score_filter_keeps_runs_whose_latest_score_is_within_bounds(scores, kept):
+def test_a_score_filter_keeps_runs_whose_latest_score_is_within_bounds_booleans_as_1_and_0(scores, kept):
     assert ScoreFilter(key="correctness", min=0.0, max=0.5).keeps(scores) is kept
+
+
+def test_a_correction_key_limits_which_feedback_keys_corrections_come_from(tmp_path):
+    path = write(tmp_path, f"""
+        [rules."{RULE}"]
+        correction_key = ["label", "category"]
+    """)
+    rules = load_rules(path, Settings())
+    assert [rules.for_rule(RULE).takes_correction_from(k) for k in ("label", "category", "note")] == [True, True, False]
+    assert rules.for_rule("other").takes_correction_from("note")  # no correction_key: any key
 
 
 def test_the_shipped_example_file_loads(monkeypatch):

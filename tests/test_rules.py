@@ -3,6 +3,7 @@ resolves each rule's settings through action > rule > LSWH_RULE_DATASETS > [defa
 
 from __future__ import annotations
 
+import tempfile
 import textwrap
 import uuid
 from pathlib import Path
@@ -277,6 +278,37 @@ def test_actions_in_default_reach_every_rule_and_an_action_can_lift_an_inherited
     assert queue.score == ScoreFilter(key="correctness", max=0.5)
     assert (queue.queue_id, queue.key) == ("8f0a4a3c-8d6a-4d8e-9a53-4b5f3f1d2e10",
                                            "annotation_queue:id:8f0a4a3c-8d6a-4d8e-9a53-4b5f3f1d2e10")
+
+
+def test_an_action_may_switch_off_a_transform_whose_options_the_rule_sets(tmp_path):
+    path = write(tmp_path, f"""
+        [rules."{RULE}"]
+        transform = ["redact", "drop_keys"]
+        drop_keys = ["token"]
+        redact_patterns = {{ ticket = 'TCK-\\d+' }}
+
+        [[rules."{RULE}".actions]]
+        type = "jsonl"
+        directory = "/data"
+        transform = []
+    """)
+    (action,) = load_rules(path, Settings()).for_rule(RULE).actions
+    assert action.transforms == () and action.drop_keys == ("token",)
+
+
+def test_the_readme_worked_example_resolves_to_what_the_readme_says():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Worked example", 1)[1]
+    toml = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    rule_id = "3f1c6a52-7d0e-4b8a-9c41-2e5d8f7a6b10"
+    rule = load_rules(write(Path(tempfile.mkdtemp()), toml), Settings()).for_rule(rule_id)
+    dataset, queue = rule.actions
+    assert (dataset.kind, dataset.dataset, dataset.outputs, dataset.splits, dataset.dedup) == (
+        "dataset", "ticket-classifier", "correction", (("test", 0.2), ("train", 0.8)), True)
+    assert dataset.transforms == ("redact",) and dataset.correction_keys == ("label",)
+    assert dict(dataset.redact_patterns) == {"order_number": r"ORD-\d{6}"}
+    assert (queue.kind, queue.queue_name, queue.score) == (
+        "annotation_queue", "ticket-classifier-review", ScoreFilter(key="correctness", max=0.5))
 
 
 def test_splits_are_kept_in_name_order_and_a_float_sum_within_1e_9_is_one(tmp_path):

@@ -286,3 +286,16 @@ def test_messages_to_openai_then_redact_removes_pii_from_message_content():
     (example,) = apply_transform(chosen, run)
     assert example["inputs"] == {"messages": [{"role": "user", "content": "mail me at <email>"}]}
     assert re.fullmatch(r"ok", example["outputs"]["message"]["content"])
+
+
+def test_the_readme_worked_example_redacts_pii_and_order_numbers_from_a_ticket(tmp_path):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    toml = readme.split("### Worked example", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "rules.toml").write_text(toml)
+    rule = load_rules(tmp_path / "rules.toml", Settings()).for_rule("3f1c6a52-7d0e-4b8a-9c41-2e5d8f7a6b10")
+    dataset_action = rule.actions[0]
+    run = hydrated({"ticket": "Order ORD-123456 never came. Reach me at ann@example.org or +1 415 555 0100."},
+                   {"output": "shipping"})
+    (example,) = apply_transform(dataset_action, run)
+    assert example["inputs"] == {"ticket": "Order <order_number> never came. Reach me at <email> or <phone>."}
+    assert example["outputs"] == {"output": "shipping"}

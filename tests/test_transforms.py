@@ -16,6 +16,7 @@ from lswh_core import rules
 from lswh_core.rules import Selection, load_rules
 from lswh_core.settings import Settings
 from workers import transforms
+from workers.errors import classify
 from workers.transforms import HydratedRun, TransformError, apply_transform
 
 FIXTURES = Path(__file__).parent / "fixtures" / "langchain_messages"
@@ -117,6 +118,8 @@ def test_an_exception_in_a_transform_becomes_a_transform_error_with_its_tracebac
     assert error.reason == f"transform {module}:broken raised ValueError: no label in abc"
     assert "in helper" in error.details and f"{module}.py" in error.details
     assert "apply_transform" not in error.details  # the traceback starts in the user's code
+    # The job path's classify() passes a RunError through: a permanent failure of this run alone.
+    assert classify(error, "transforming") is error and error.transient is False
 
 
 def test_the_transform_error_has_secrets_and_the_rules_pii_patterns_taken_out(user_module):
@@ -127,9 +130,11 @@ def test_the_transform_error_has_secrets_and_the_rules_pii_patterns_taken_out(us
     chosen = selection(transforms=(f"{module}:leaky", "redact"))
     with pytest.raises(TransformError) as caught:
         apply_transform(chosen, hydrated({"who": "jane.doe@example.com"}))
-    text = str(caught.value)
-    assert "abc123" not in text and "jane.doe@example.com" not in text
-    assert "<email>" in text and "leaky" in text
+    error = caught.value
+    for text in (error.reason, error.details):
+        assert "abc123" not in text and "jane.doe@example.com" not in text
+        assert "<email>" in text
+    assert "leaky" in error.details
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from typing import Any, NotRequired, Required, TypedDict
 
 from lswh_core.redact import redact as redact_secrets
 from lswh_core.rules import REDACT_BUILTINS, Selection, import_transform
+from workers.errors import RunError
 
 # Longest traceback kept in a failed job's exception text (rq-dashboard shows all of it).
 MAX_TRACEBACK_CHARS = 4000
@@ -58,15 +59,16 @@ TransformResult = ExampleDraft | list[ExampleDraft] | None
 Transform = Callable[[HydratedRun], TransformResult]
 
 
-class TransformError(Exception):
-    """A transform failed or broke the contract: the run fails permanently (retrying the same
-    code on the same run fails the same way). `reason` is one line; `details` the traceback."""
+class TransformError(RunError):
+    """A transform failed or broke the contract: the run fails permanently (the same code on the
+    same run fails the same way), so it is a RunError that is not transient. `reason` is one line
+    (for `run <run id>: <reason>`); `details` is the transform's traceback, already redacted, for
+    the failed job's exception text above that line."""
 
     def __init__(self, spec: str, reason: str, details: str = "") -> None:
+        super().__init__(reason, transient=False)
         self.spec = spec
-        self.reason = reason
-        self.details = details
-        super().__init__(f"{reason}\n{details}".rstrip() if details else reason)
+        self.details = redact_secrets(details)
 
 
 def apply_transform(selection: Selection, run: HydratedRun) -> list[ExampleDraft]:

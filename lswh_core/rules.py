@@ -101,6 +101,13 @@ class Selection:
     def takes_correction_from(self, feedback_key: str) -> bool:
         return self.correction_keys is None or feedback_key in self.correction_keys
 
+    def admits(self, *, has_correction: bool, latest_scores: Mapping[str, float | int | bool | None]) -> bool:
+        """Whether a run passes this selection's filters: `outputs = "correction"` wants a
+        correction (from `correction_keys`), `score` a latest score within bounds."""
+        if self.outputs == "correction" and not has_correction:
+            return False
+        return self.score is None or self.score.keeps(latest_scores)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Action(Selection):

@@ -338,6 +338,26 @@ def test_a_correction_key_limits_which_feedback_keys_corrections_come_from(tmp_p
     assert rules.for_rule("other").takes_correction_from("note")  # no correction_key: any key
 
 
+def test_each_action_admits_runs_by_its_own_filters(tmp_path):
+    path = write(tmp_path, f"""
+        [[rules."{RULE}".actions]]
+        type = "dataset"
+        outputs = "correction"
+
+        [[rules."{RULE}".actions]]
+        type = "annotation_queue"
+        queue = "review"
+        score = {{ key = "correctness", max = 0.5 }}
+    """)
+    dataset, queue = load_rules(path, Settings()).for_rule(RULE).actions
+    runs = {"corrected, high": (True, {"correctness": 0.9}), "corrected, low": (True, {"correctness": 0.1}),
+            "uncorrected, low": (False, {"correctness": 0.1}), "uncorrected, unscored": (False, {})}
+    admitted = {name: [a.kind for a in (dataset, queue) if a.admits(has_correction=c, latest_scores=s)]
+                for name, (c, s) in runs.items()}
+    assert admitted == {"corrected, high": ["dataset"], "corrected, low": ["dataset", "annotation_queue"],
+                        "uncorrected, low": ["annotation_queue"], "uncorrected, unscored": []}
+
+
 def test_the_shipped_example_file_loads(monkeypatch):
     rules = load_rules(ROOT / "deploy" / "rules.example.toml", Settings())
     assert rules.by_rule  # it shows at least one rule

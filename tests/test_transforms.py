@@ -104,6 +104,20 @@ def test_transforms_listed_together_run_in_order_each_on_the_previous_result(use
     assert example["inputs"] == {"q": "HI"}
 
 
+def test_what_a_later_transform_leaves_out_keeps_what_the_earlier_one_returned(user_module):
+    module = user_module("""
+        def tag(run):
+            return {"metadata": {**run["metadata"], "source": "tagged"}, "outputs": {"label": "x"}}
+
+        def upper(run):
+            return {"inputs": {"q": run["inputs"]["q"].upper()}}
+    """)
+    run = hydrated({"q": "hi"}, {"a": 1}, metadata={"run_id": "r"})
+    (example,) = apply_transform(selection(transforms=(f"{module}:tag", f"{module}:upper")), run)
+    assert example == {"inputs": {"q": "HI"}, "outputs": {"label": "x"},
+                       "metadata": {"run_id": "r", "source": "tagged"}}
+
+
 def test_an_exception_in_a_transform_becomes_a_transform_error_with_its_traceback(user_module):
     module = user_module("""
         def broken(run):

@@ -82,7 +82,8 @@ def apply_transform(selection: Selection, run: HydratedRun) -> list[ExampleDraft
                 result = transform(item)  # type: ignore[arg-type]  # an item is a run, possibly rewritten
             except Exception as exc:
                 raise _failure(spec, exc, selection) from None
-            produced.extend({**run, **draft} for draft in _drafts(spec, result))
+            # What a transform leaves out keeps the value it was given, not the original run's.
+            produced.extend({**item, **draft} for draft in _drafts(spec, result))
         items = produced
     return [_example(item) for item in items]
 

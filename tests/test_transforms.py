@@ -293,9 +293,18 @@ def test_a_batched_chat_model_run_becomes_one_example_per_prompt():
 
 
 def test_data_that_only_looks_like_a_message_type_is_left_alone():
-    run = hydrated({"blocks": [{"type": "text", "text": "hi"}], "event": {"type": "human", "id": 3}})
+    run = hydrated({"blocks": [{"type": "text", "text": "hi"}], "event": {"type": "human", "id": 3},
+                    "item": {"type": "user", "content": "not a LangChain type"}})
     (example,) = apply_transform(OPENAI, run)
     assert example["inputs"] == run["inputs"]
+
+
+def test_a_system_message_marked_developer_keeps_openais_developer_role():
+    message = {"lc": 1, "type": "constructor", "id": ["langchain", "schema", "messages", "SystemMessage"],
+               "kwargs": {"content": "Be brief.", "type": "system",
+                          "additional_kwargs": {"__openai_role__": "developer"}}}
+    (example,) = apply_transform(OPENAI, hydrated({"messages": [message]}))
+    assert example["inputs"] == {"messages": [{"role": "developer", "content": "Be brief."}]}
 
 
 def test_messages_to_openai_then_redact_removes_pii_from_message_content():

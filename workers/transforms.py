@@ -235,7 +235,7 @@ def _message_fields(value: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     if not isinstance(kind, str):
         return None
     kind = _CLASS_TYPES.get(kind.removesuffix("Chunk"), kind.removesuffix("Chunk").lower())
-    if kind not in _ROLES and kind != "chat":
+    if kind not in _CLASS_TYPES.values():
         return None
     data = value.get("data")
     if isinstance(data, dict) and "content" in data and set(value) <= {"type", "data"}:
@@ -275,6 +275,8 @@ def _tool_calls(fields: dict[str, Any]) -> list[dict[str, Any]]:
 
 def message_to_openai(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
     role = fields.get("role", "user") if kind == "chat" else _ROLES[kind]
+    if (fields.get("additional_kwargs") or {}).get("__openai_role__") == "developer":
+        role = "developer"  # how LangChain keeps OpenAI's developer role on a SystemMessage
     message: dict[str, Any] = {"role": role, "content": _content(fields.get("content"))}
     if fields.get("name"):
         message["name"] = fields["name"]

@@ -64,8 +64,8 @@ class RulesError(SettingsError):
 @dataclass(frozen=True)
 class ScoreFilter:
     """Keep a run only if feedback key `key`'s latest score lies within [min, max] (either bound
-    may be open). A run without a score for `key` is not kept: reconciliation sees a score that
-    arrives after the delivery and evaluates the filter again."""
+    may be open); a boolean score counts as 1 or 0. A run without a score for `key` is not kept:
+    reconciliation sees a score that arrives after the delivery and evaluates the filter again."""
 
     key: str
     min: float | None = None
@@ -97,6 +97,16 @@ class Selection:
     # (name, regular expression) added to the built-ins; a built-in's name replaces it.
     redact_patterns: tuple[tuple[str, str], ...] = ()
     dedup: bool = False
+
+    def takes_correction_from(self, feedback_key: str) -> bool:
+        return self.correction_keys is None or feedback_key in self.correction_keys
+
+    def admits(self, *, has_correction: bool, latest_scores: Mapping[str, float | int | bool | None]) -> bool:
+        """Whether a run passes this selection's filters: `outputs = "correction"` wants a
+        correction (from `correction_keys`), `score` a latest score within bounds."""
+        if self.outputs == "correction" and not has_correction:
+            return False
+        return self.score is None or self.score.keeps(latest_scores)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -455,20 +465,23 @@ class _Resolver:
             own.pop("type")
             merged = {**layered, **own}
             merged.pop("actions", None)
-            action = self._action(kind, merged, at)
+            # An action that switches a transform off (`transform = []`) leaves the rule's options
+            # for it unused, which is no mistake; options set in the action itself are checked.
+            own_options = bool(own.keys() & {"drop_keys", "redact_patterns", "redact_builtins"})
+            action = self._action(kind, merged, at, check_options=own_options)
             if action.key in seen:
                 raise self.error(at, f"the same action as {key_name(seen[action.key])} ({action.key})")
             seen[action.key] = at
             actions.append(action)
         return RuleSettings(rule_id=rule_id, actions=tuple(actions), **selection)
 
-    def _selection(self, layered: Mapping[str, tuple[Any, Path_]]) -> dict[str, Any]:
+    def _selection(self, layered: Mapping[str, tuple[Any, Path_]], *, check_options: bool = True) -> dict[str, Any]:
         def value(key: str, default: Any = None) -> Any:
             return layered[key][0] if key in layered else default
 
         transforms = value("transform", ())
         for option, needs in (("drop_keys", "drop_keys"), ("redact_patterns", "redact"), ("redact_builtins", "redact")):
-            if option in layered and needs not in transforms:
+            if check_options and option in layered and needs not in transforms:
                 raise self.error(layered[option][1], f"set, but transform does not include {needs!r}")
         if "drop_keys" in transforms and "drop_keys" not in layered:
             raise self.error(layered["transform"][1], "the drop_keys transform needs drop_keys = [\"key\", ...]")
@@ -485,8 +498,8 @@ class _Resolver:
             "dedup": value("dedup", False),
         }
 
-    def _action(self, kind: str, merged: Mapping[str, tuple[Any, Path_]], at: Path_) -> Action:
-        selection = self._selection(merged)
+    def _action(self, kind: str, merged: Mapping[str, tuple[Any, Path_]], at: Path_, *, check_options: bool) -> Action:
+        selection = self._selection(merged, check_options=check_options)
         if kind == "annotation_queue":
             name, queue_id = merged.get("queue", (None,))[0], merged.get("queue_id", (None,))[0]
             if (name is None) == (queue_id is None):

@@ -9,7 +9,7 @@ import pytest
 
 from lswh_core.redis import sync_redis
 from tests.support.procs import RedisServer
-from workers.dedup import claim, content_hash, dedup_key, release
+from workers.dedup import claim, claim_many, content_hash, dedup_key, release
 
 DAY = 86_400
 
@@ -67,6 +67,15 @@ def test_only_the_owner_releases_a_claim_and_then_another_run_may_write(connecti
     assert claim(connection, "ds", fingerprint, "run-2", ttl_seconds=DAY) == "run-1"
     assert release(connection, "ds", fingerprint, "run-1") is True
     assert claim(connection, "ds", fingerprint, "run-2", ttl_seconds=DAY) is None
+
+
+def test_a_slice_of_runs_is_claimed_in_one_round_trip_the_first_of_equal_inputs_writing(connection):
+    claim(connection, "ds", content_hash({"q": "old"}), "run-0", ttl_seconds=DAY)
+    answers = claim_many(connection, "ds", {"run-1": content_hash({"q": "new"}), "run-2": content_hash({"q": "old"}),
+                                            "run-3": content_hash({"q": "new"})}, ttl_seconds=DAY)
+    assert answers == {"run-1": None, "run-2": "run-0", "run-3": "run-1"}
+    assert claim_many(connection, "ds", {"run-1": content_hash({"q": "new"})}, ttl_seconds=DAY) == {"run-1": None}
+    assert claim_many(connection, "ds", {}, ttl_seconds=DAY) == {}
 
 
 CLAIMER = """

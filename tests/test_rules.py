@@ -3,6 +3,7 @@ resolves each rule's settings through action > rule > LSWH_RULE_DATASETS > [defa
 
 from __future__ import annotations
 
+import tempfile
 import textwrap
 import uuid
 from pathlib import Path
@@ -279,6 +280,37 @@ def test_actions_in_default_reach_every_rule_and_an_action_can_lift_an_inherited
                                            "annotation_queue:id:8f0a4a3c-8d6a-4d8e-9a53-4b5f3f1d2e10")
 
 
+def test_an_action_may_switch_off_a_transform_whose_options_the_rule_sets(tmp_path):
+    path = write(tmp_path, f"""
+        [rules."{RULE}"]
+        transform = ["redact", "drop_keys"]
+        drop_keys = ["token"]
+        redact_patterns = {{ ticket = 'TCK-\\d+' }}
+
+        [[rules."{RULE}".actions]]
+        type = "jsonl"
+        directory = "/data"
+        transform = []
+    """)
+    (action,) = load_rules(path, Settings()).for_rule(RULE).actions
+    assert action.transforms == () and action.drop_keys == ("token",)
+
+
+def test_the_readme_worked_example_resolves_to_what_the_readme_says():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Worked example", 1)[1]
+    toml = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    rule_id = "3f1c6a52-7d0e-4b8a-9c41-2e5d8f7a6b10"
+    rule = load_rules(write(Path(tempfile.mkdtemp()), toml), Settings()).for_rule(rule_id)
+    dataset, queue = rule.actions
+    assert (dataset.kind, dataset.dataset, dataset.outputs, dataset.splits, dataset.dedup) == (
+        "dataset", "ticket-classifier", "correction", (("test", 0.2), ("train", 0.8)), True)
+    assert dataset.transforms == ("redact",) and dataset.correction_keys == ("label",)
+    assert dict(dataset.redact_patterns) == {"order_number": r"ORD-\d{6}"}
+    assert (queue.kind, queue.queue_name, queue.score) == (
+        "annotation_queue", "ticket-classifier-review", ScoreFilter(key="correctness", max=0.5))
+
+
 def test_splits_are_kept_in_name_order_and_a_float_sum_within_1e_9_is_one(tmp_path):
     path = write(tmp_path, """
         [default]
@@ -290,10 +322,40 @@ def test_splits_are_kept_in_name_order_and_a_float_sum_within_1e_9_is_one(tmp_pa
 @pytest.mark.parametrize(
     ("scores", "kept"),
     [({"correctness": 0.2}, True), ({"correctness": 0.5}, True), ({"correctness": 0.9}, False),
-     ({"correctness": None}, False), ({}, False), ({"correctness": True}, False)],
+     ({"correctness": None}, False), ({}, False), ({"correctness": True}, False), ({"correctness": False}, True)],
 )
-def test_a_score_filter_keeps_runs_whose_latest_score_is_within_bounds(scores, kept):
+def test_a_score_filter_keeps_runs_whose_latest_score_is_within_bounds_booleans_as_1_and_0(scores, kept):
     assert ScoreFilter(key="correctness", min=0.0, max=0.5).keeps(scores) is kept
+
+
+def test_a_correction_key_limits_which_feedback_keys_corrections_come_from(tmp_path):
+    path = write(tmp_path, f"""
+        [rules."{RULE}"]
+        correction_key = ["label", "category"]
+    """)
+    rules = load_rules(path, Settings())
+    assert [rules.for_rule(RULE).takes_correction_from(k) for k in ("label", "category", "note")] == [True, True, False]
+    assert rules.for_rule("other").takes_correction_from("note")  # no correction_key: any key
+
+
+def test_each_action_admits_runs_by_its_own_filters(tmp_path):
+    path = write(tmp_path, f"""
+        [[rules."{RULE}".actions]]
+        type = "dataset"
+        outputs = "correction"
+
+        [[rules."{RULE}".actions]]
+        type = "annotation_queue"
+        queue = "review"
+        score = {{ key = "correctness", max = 0.5 }}
+    """)
+    dataset, queue = load_rules(path, Settings()).for_rule(RULE).actions
+    runs = {"corrected, high": (True, {"correctness": 0.9}), "corrected, low": (True, {"correctness": 0.1}),
+            "uncorrected, low": (False, {"correctness": 0.1}), "uncorrected, unscored": (False, {})}
+    admitted = {name: [a.kind for a in (dataset, queue) if a.admits(has_correction=c, latest_scores=s)]
+                for name, (c, s) in runs.items()}
+    assert admitted == {"corrected, high": ["dataset"], "corrected, low": ["dataset", "annotation_queue"],
+                        "uncorrected, low": ["annotation_queue"], "uncorrected, unscored": []}
 
 
 def test_the_shipped_example_file_loads(monkeypatch):

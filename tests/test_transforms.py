@@ -16,6 +16,7 @@ from lswh_core import rules
 from lswh_core.rules import Selection, load_rules
 from lswh_core.settings import Settings
 from workers import transforms
+from workers.errors import classify
 from workers.transforms import HydratedRun, TransformError, apply_transform
 
 FIXTURES = Path(__file__).parent / "fixtures" / "langchain_messages"
@@ -103,6 +104,20 @@ def test_transforms_listed_together_run_in_order_each_on_the_previous_result(use
     assert example["inputs"] == {"q": "HI"}
 
 
+def test_what_a_later_transform_leaves_out_keeps_what_the_earlier_one_returned(user_module):
+    module = user_module("""
+        def tag(run):
+            return {"metadata": {**run["metadata"], "source": "tagged"}, "outputs": {"label": "x"}}
+
+        def upper(run):
+            return {"inputs": {"q": run["inputs"]["q"].upper()}}
+    """)
+    run = hydrated({"q": "hi"}, {"a": 1}, metadata={"run_id": "r"})
+    (example,) = apply_transform(selection(transforms=(f"{module}:tag", f"{module}:upper")), run)
+    assert example == {"inputs": {"q": "HI"}, "outputs": {"label": "x"},
+                       "metadata": {"run_id": "r", "source": "tagged"}}
+
+
 def test_an_exception_in_a_transform_becomes_a_transform_error_with_its_traceback(user_module):
     module = user_module("""
         def broken(run):
@@ -117,6 +132,8 @@ def test_an_exception_in_a_transform_becomes_a_transform_error_with_its_tracebac
     assert error.reason == f"transform {module}:broken raised ValueError: no label in abc"
     assert "in helper" in error.details and f"{module}.py" in error.details
     assert "apply_transform" not in error.details  # the traceback starts in the user's code
+    # The job path's classify() passes a RunError through: a permanent failure of this run alone.
+    assert classify(error, "transforming") is error and error.transient is False
 
 
 def test_the_transform_error_has_secrets_and_the_rules_pii_patterns_taken_out(user_module):
@@ -127,9 +144,11 @@ def test_the_transform_error_has_secrets_and_the_rules_pii_patterns_taken_out(us
     chosen = selection(transforms=(f"{module}:leaky", "redact"))
     with pytest.raises(TransformError) as caught:
         apply_transform(chosen, hydrated({"who": "jane.doe@example.com"}))
-    text = str(caught.value)
-    assert "abc123" not in text and "jane.doe@example.com" not in text
-    assert "<email>" in text and "leaky" in text
+    error = caught.value
+    for text in (error.reason, error.details):
+        assert "abc123" not in text and "jane.doe@example.com" not in text
+        assert "<email>" in text
+    assert "leaky" in error.details
 
 
 @pytest.mark.parametrize(
@@ -274,9 +293,18 @@ def test_a_batched_chat_model_run_becomes_one_example_per_prompt():
 
 
 def test_data_that_only_looks_like_a_message_type_is_left_alone():
-    run = hydrated({"blocks": [{"type": "text", "text": "hi"}], "event": {"type": "human", "id": 3}})
+    run = hydrated({"blocks": [{"type": "text", "text": "hi"}], "event": {"type": "human", "id": 3},
+                    "item": {"type": "user", "content": "not a LangChain type"}})
     (example,) = apply_transform(OPENAI, run)
     assert example["inputs"] == run["inputs"]
+
+
+def test_a_system_message_marked_developer_keeps_openais_developer_role():
+    message = {"lc": 1, "type": "constructor", "id": ["langchain", "schema", "messages", "SystemMessage"],
+               "kwargs": {"content": "Be brief.", "type": "system",
+                          "additional_kwargs": {"__openai_role__": "developer"}}}
+    (example,) = apply_transform(OPENAI, hydrated({"messages": [message]}))
+    assert example["inputs"] == {"messages": [{"role": "developer", "content": "Be brief."}]}
 
 
 def test_messages_to_openai_then_redact_removes_pii_from_message_content():
@@ -286,3 +314,16 @@ def test_messages_to_openai_then_redact_removes_pii_from_message_content():
     (example,) = apply_transform(chosen, run)
     assert example["inputs"] == {"messages": [{"role": "user", "content": "mail me at <email>"}]}
     assert re.fullmatch(r"ok", example["outputs"]["message"]["content"])
+
+
+def test_the_readme_worked_example_redacts_pii_and_order_numbers_from_a_ticket(tmp_path):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    toml = readme.split("### Worked example", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "rules.toml").write_text(toml)
+    rule = load_rules(tmp_path / "rules.toml", Settings()).for_rule("3f1c6a52-7d0e-4b8a-9c41-2e5d8f7a6b10")
+    dataset_action = rule.actions[0]
+    run = hydrated({"ticket": "Order ORD-123456 never came. Reach me at ann@example.org or +1 415 555 0100."},
+                   {"output": "shipping"})
+    (example,) = apply_transform(dataset_action, run)
+    assert example["inputs"] == {"ticket": "Order <order_number> never came. Reach me at <email> or <phone>."}
+    assert example["outputs"] == {"output": "shipping"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -51,6 +52,28 @@ def claim(connection: redis.Redis, dataset: str, fingerprint: str, run_id: str, 
     _, owner, _ = pipe.execute()
     owner_id = owner.decode() if isinstance(owner, bytes) else owner
     return None if owner_id == run_id else owner_id
+
+
+def claim_many(connection: redis.Redis, dataset: str, fingerprints: Mapping[str, str], *,
+               ttl_seconds: int) -> dict[str, str | None]:
+    """`claim` for a slice of runs ({run id: fingerprint}) in one round trip: {run id: None if it
+    may write, else the run id that wrote its inputs first}. Two runs of the slice with the same
+    inputs: the first in order writes."""
+    if not fingerprints:
+        return {}
+    key = dedup_key(dataset)
+    pipe = connection.pipeline(transaction=True)
+    for run_id, fingerprint in fingerprints.items():
+        pipe.hsetnx(key, fingerprint, run_id)
+        pipe.hget(key, fingerprint)
+    pipe.expire(key, ttl_seconds)
+    answers = pipe.execute()
+    owners = answers[1:-1:2]
+    result: dict[str, str | None] = {}
+    for run_id, owner in zip(fingerprints, owners, strict=True):
+        owner_id = owner.decode() if isinstance(owner, bytes) else owner
+        result[run_id] = None if owner_id == run_id else owner_id
+    return result
 
 
 def release(connection: redis.Redis, dataset: str, fingerprint: str, run_id: str) -> bool:

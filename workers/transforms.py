@@ -22,6 +22,7 @@ from typing import Any, NotRequired, Required, TypedDict
 
 from lswh_core.redact import redact as redact_secrets
 from lswh_core.rules import REDACT_BUILTINS, Selection, import_transform
+from workers.errors import RunError
 
 # Longest traceback kept in a failed job's exception text (rq-dashboard shows all of it).
 MAX_TRACEBACK_CHARS = 4000
@@ -58,15 +59,16 @@ TransformResult = ExampleDraft | list[ExampleDraft] | None
 Transform = Callable[[HydratedRun], TransformResult]
 
 
-class TransformError(Exception):
-    """A transform failed or broke the contract: the run fails permanently (retrying the same
-    code on the same run fails the same way). `reason` is one line; `details` the traceback."""
+class TransformError(RunError):
+    """A transform failed or broke the contract: the run fails permanently (the same code on the
+    same run fails the same way), so it is a RunError that is not transient. `reason` is one line
+    (for `run <run id>: <reason>`); `details` is the transform's traceback, already redacted, for
+    the failed job's exception text above that line."""
 
     def __init__(self, spec: str, reason: str, details: str = "") -> None:
+        super().__init__(reason, transient=False)
         self.spec = spec
-        self.reason = reason
-        self.details = details
-        super().__init__(f"{reason}\n{details}".rstrip() if details else reason)
+        self.details = redact_secrets(details)
 
 
 def apply_transform(selection: Selection, run: HydratedRun) -> list[ExampleDraft]:
@@ -80,7 +82,8 @@ def apply_transform(selection: Selection, run: HydratedRun) -> list[ExampleDraft
                 result = transform(item)  # type: ignore[arg-type]  # an item is a run, possibly rewritten
             except Exception as exc:
                 raise _failure(spec, exc, selection) from None
-            produced.extend({**run, **draft} for draft in _drafts(spec, result))
+            # What a transform leaves out keeps the value it was given, not the original run's.
+            produced.extend({**item, **draft} for draft in _drafts(spec, result))
         items = produced
     return [_example(item) for item in items]
 
@@ -232,7 +235,7 @@ def _message_fields(value: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     if not isinstance(kind, str):
         return None
     kind = _CLASS_TYPES.get(kind.removesuffix("Chunk"), kind.removesuffix("Chunk").lower())
-    if kind not in _ROLES and kind != "chat":
+    if kind not in _CLASS_TYPES.values():
         return None
     data = value.get("data")
     if isinstance(data, dict) and "content" in data and set(value) <= {"type", "data"}:
@@ -272,6 +275,8 @@ def _tool_calls(fields: dict[str, Any]) -> list[dict[str, Any]]:
 
 def message_to_openai(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
     role = fields.get("role", "user") if kind == "chat" else _ROLES[kind]
+    if (fields.get("additional_kwargs") or {}).get("__openai_role__") == "developer":
+        role = "developer"  # how LangChain keeps OpenAI's developer role on a SystemMessage
     message: dict[str, Any] = {"role": role, "content": _content(fields.get("content"))}
     if fields.get("name"):
         message["name"] = fields["name"]

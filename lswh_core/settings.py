@@ -13,6 +13,7 @@ DEFAULT_S3_ALLOWED_HOSTS = (
     "storage.googleapis.com",
 )
 OUTPUT_MODES = ("correction_or_run", "correction", "run")
+LOG_FORMATS = ("json", "text")
 
 
 class SettingsError(ValueError):
@@ -61,6 +62,8 @@ class Settings:
     keep_days: int = 7
     failed_keep_days: int = 30
     public_url: str | None = None
+    log_format: str = "json"
+    metrics_port: int = 9100
 
     @property
     def keep_seconds(self) -> int:
@@ -82,6 +85,12 @@ class Settings:
         if outputs not in OUTPUT_MODES:
             raise SettingsError(f"LSWH_OUTPUTS must be one of {', '.join(OUTPUT_MODES)}, got {outputs!r}")
         hosts = _split(env.get("LSWH_S3_ALLOWED_HOSTS", ""))
+        log_format = env.get("LSWH_LOG_FORMAT", "").strip().lower() or "json"
+        if log_format not in LOG_FORMATS:
+            raise SettingsError(f"LSWH_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
+        metrics_port = _int(env, "LSWH_METRICS_PORT", cls.metrics_port)
+        if metrics_port > 65_535:
+            raise SettingsError(f"LSWH_METRICS_PORT must be a TCP port (0 disables), got {metrics_port}")
         return cls(
             redis_url=env.get("REDIS_URL", "").strip() or cls.redis_url,
             secrets=_split(env.get("LSWH_SECRETS", "")),
@@ -96,4 +105,6 @@ class Settings:
             keep_days=_int(env, "LSWH_KEEP_DAYS", cls.keep_days, minimum=1),
             failed_keep_days=_int(env, "LSWH_FAILED_KEEP_DAYS", cls.failed_keep_days, minimum=1),
             public_url=env.get("LSWH_PUBLIC_URL", "").strip() or None,
+            log_format=log_format,
+            metrics_port=metrics_port,
         )

@@ -139,7 +139,8 @@ def overview(connection: redis.Redis, redis_url: str) -> list[str]:
     lines.append(f"workers: {len(workers)}")
     for worker in sorted(workers, key=lambda w: w.name):
         current = worker.get_current_job_id() or "-"
-        lines.append(f"  {worker.hostname or '?'}  {worker.get_state()}  job {current}  ({worker.name})")
+        lines.append(f"  host {worker.hostname or '?'}  {worker.get_state()}  current job {current}  "
+                     f"(worker {worker.name})")
     reasons = failed_reasons(connection)
     groups = group_failed(reasons)
     lines.append(f"failed jobs by reason: {len(reasons)} in {len(groups)} groups"

@@ -23,7 +23,9 @@ from lswh_core.redact import RedactingFilter, install_log_redaction, redact
 _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("lswh_log_context", default={})  # noqa: B039
 
 # What every LogRecord has; anything else on a record came from `extra=` or log_context.
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+# uvicorn's color_message repeats the message with terminal colour codes.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message", "asctime", "taskName", "color_message"}
 # Values we compute ourselves (hex ids, counts, fixed words): not worth the redaction regexes.
 _TRUSTED = frozenset({"delivery_id", "job_id", "outcome", "runs", "bytes", "ms", "status"})
 

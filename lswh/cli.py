@@ -26,8 +26,9 @@ def ingress(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from lswh_core.logs import uvicorn_log_config
+    from lswh_core.logs import skip_unused_record_attributes, uvicorn_log_config
 
+    skip_unused_record_attributes()
     uvicorn.run(
         "ingress.app:app",
         host=args.host,

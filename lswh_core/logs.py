@@ -28,6 +28,10 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message", "asctime", "taskName", "color_message"}
 # Values we compute ourselves (hex ids, counts, fixed words): not worth the redaction regexes.
 _TRUSTED = frozenset({"delivery_id", "job_id", "outcome", "runs", "bytes", "ms", "status"})
+_PLAIN = (int, float, bool, type(None))
+# A record with this attribute set true is built from such values only (the ingress's line per
+# delivery, on the hot path): the redacting filter leaves it alone (lswh_core.redact).
+TRUSTED = "lswh_trusted"
 
 
 @contextlib.contextmanager
@@ -50,10 +54,12 @@ class ContextFilter(logging.Filter):
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, value in record.__dict__.items():
-        if key in _STANDARD or key.startswith("_"):
+    attributes = record.__dict__
+    for key in attributes.keys() - _STANDARD:  # a set difference in C: records carry ~25 attributes
+        value = attributes[key]
+        if value is None or key.startswith("_") or key == TRUSTED:
             continue
-        if not isinstance(value, int | float | bool | type(None)):
+        if not isinstance(value, _PLAIN):
             value = str(value)
             if key not in _TRUSTED:
                 value = redact(value)  # a run id or rule id comes from the payload: anything
@@ -70,9 +76,18 @@ def _exception(record: logging.LogRecord, formatter: logging.Formatter) -> str |
 class JsonFormatter(logging.Formatter):
     """{"time", "level", "logger", "message", ...fields, "exception"?} on one line."""
 
+    _second = -1
+    _second_text = ""
+
+    def _time(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:  # strftime once a second, not once a line
+            self._second, self._second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._second_text}.{int(record.msecs):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "time": self._time(record),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -103,8 +118,20 @@ def formatter_for(log_format: str) -> logging.Formatter:
     return TextFormatter() if log_format == "text" else JsonFormatter()
 
 
+def skip_unused_record_attributes() -> None:
+    """Neither format prints the caller's file and line, thread, process or task, so logging need
+    not look them up for each record (the `Optimization` section of the logging HOWTO)."""
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    if hasattr(logging, "logAsyncioTasks"):
+        logging.logAsyncioTasks = False
+
+
 def setup_logging(log_format: str, level: str = "INFO") -> None:
     """One handler on the root logger; every library logger (RQ, uvicorn) propagates to it."""
+    skip_unused_record_attributes()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter_for(log_format))
     handler.addFilter(ContextFilter())

@@ -117,3 +117,18 @@ def test_every_line_is_json_with_no_access_log_and_no_secret(stack: Pipeline) ->
             json.loads(line)
         assert SECRET not in text and "wrong-secret" not in text
         assert "POST /webhooks" not in text  # uvicorn's access line
+
+
+def test_a_bad_log_format_stops_start_up_with_exit_2_naming_the_variable() -> None:
+    from lswh.cli import main
+    from lswh_core.settings import Settings, SettingsError
+
+    assert Settings.from_env({"LSWH_LOG_FORMAT": " Text "}).log_format == "text"
+    assert Settings.from_env({}).log_format == "json"
+    with pytest.raises(SettingsError, match="LSWH_LOG_FORMAT must be one of json, text"):
+        Settings.from_env({"LSWH_LOG_FORMAT": "xml"})
+    import os
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, {"LSWH_LOG_FORMAT": "xml", "LSWH_SECRETS": SECRET}):
+        assert main(["ingress"]) == 2

@@ -165,3 +165,25 @@ def test_recording_functions_count_with_bounded_labels() -> None:
     assert "Signature" not in text and "0f8e2b1c" not in text
     with pytest.raises(ValueError):
         wm.count_runs("exploded")
+
+
+@pytest.mark.parametrize("raw", ["-1", "70000", "port"])
+def test_a_bad_metrics_port_stops_start_up_naming_the_variable(raw: str) -> None:
+    from lswh_core.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="LSWH_METRICS_PORT"):
+        Settings.from_env({"LSWH_METRICS_PORT": raw})
+    assert Settings.from_env({"LSWH_METRICS_PORT": "0"}).metrics_port == 0
+    assert Settings.from_env({}).metrics_port == 9100
+
+
+def test_a_worker_whose_metrics_port_is_taken_warns_and_runs_on() -> None:
+    import socket
+
+    from workers.metrics import serve
+
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        assert serve(taken.getsockname()[1]) is None
+    assert serve(0) is None

@@ -83,6 +83,20 @@ def test_each_delivery_outcome_moves_exactly_its_counter(idle: Pipeline) -> None
     assert value(after, sizes) - value(before, sizes) == 3
 
 
+def test_a_body_dribbled_past_the_deadline_counts_as_timeout(idle: Pipeline) -> None:
+    import socket
+
+    from ingress.body import BODY_TIMEOUT_SECONDS
+
+    before = value(scrape(f"{idle.url}/metrics"), "lswh_deliveries_total", outcome="timeout")
+    with socket.create_connection(("127.0.0.1", idle.port), timeout=BODY_TIMEOUT_SECONDS + 10) as conn:
+        conn.sendall(f"POST /webhooks/langsmith?secret={SECRET} HTTP/1.1\r\nHost: x\r\n"
+                     "Content-Length: 100\r\n\r\n{\"runs\"".encode())  # and nothing more
+        assert conn.recv(64).startswith(b"HTTP/1.1 408")
+    after = value(scrape(f"{idle.url}/metrics"), "lswh_deliveries_total", outcome="timeout")
+    assert after - before == 1
+
+
 def test_queue_figures_are_read_from_redis_at_scrape_time(idle: Pipeline) -> None:
     idle.redis.flushdb()
     empty = scrape(f"{idle.url}/metrics")

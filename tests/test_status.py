@@ -85,6 +85,10 @@ def test_status_of_a_delivery_shows_where_its_runs_went(stack: Pipeline) -> None
     record_outcomes(client, delivery_id, {"written": 2, "skipped": 1, "failed": 1}, keep_seconds=KEEP)
     settle_requeued(client, delivery_id, "updated", keep_seconds=KEEP)  # the failed run, requeued, landed
     assert 0 < client.ttl(contract.accounting_key(delivery_id)) <= KEEP
+    with pytest.raises(ValueError):
+        record_outcomes(client, delivery_id, {"exploded": 1}, keep_seconds=KEEP)
+    with pytest.raises(ValueError):
+        settle_requeued(client, delivery_id, "failed", keep_seconds=KEEP)
     code, out = cli("status", delivery_id, env=stack.env)
     assert code == 0, out
     assert (f"delivery {delivery_id}: 5 runs received = 2 written + 1 updated + 0 unchanged + 1 skipped "

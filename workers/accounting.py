@@ -10,28 +10,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import redis
+import redis as redis_py
 
 from lswh_core import contract
 
 
-def record_received(connection: redis.Redis, delivery_id: str, runs: int, *, keep_seconds: int) -> None:
+def record_received(redis: redis_py.Redis, delivery_id: str, runs: int, *, keep_seconds: int) -> None:
     """The delivery's run count, set once: a retried job does not receive its runs again."""
     key = contract.accounting_key(delivery_id)
-    with connection.pipeline() as pipe:
+    with redis.pipeline() as pipe:
         pipe.hsetnx(key, "received", runs)
         pipe.expire(key, keep_seconds)
         pipe.execute()
 
 
-def record_outcomes(connection: redis.Redis, delivery_id: str, counts: Mapping[str, int], *,
+def record_outcomes(redis: redis_py.Redis, delivery_id: str, counts: Mapping[str, int], *,
                     keep_seconds: int) -> None:
     """Add runs to their outcomes (written, updated, unchanged, skipped, failed)."""
     unknown = set(counts) - set(contract.RUN_OUTCOME_FIELDS)
     if unknown:
         raise ValueError(f"not run outcomes: {sorted(unknown)}")
     key = contract.accounting_key(delivery_id)
-    with connection.pipeline() as pipe:
+    with redis.pipeline() as pipe:
         for outcome, n in counts.items():
             if n:
                 pipe.hincrby(key, outcome, n)
@@ -39,13 +39,13 @@ def record_outcomes(connection: redis.Redis, delivery_id: str, counts: Mapping[s
         pipe.execute()
 
 
-def settle_requeued(connection: redis.Redis, delivery_id: str, outcome: str, *, keep_seconds: int) -> None:
+def settle_requeued(redis: redis_py.Redis, delivery_id: str, outcome: str, *, keep_seconds: int) -> None:
     """A requeued failed run that has now landed: one run moves from `failed` to `outcome`
     (atomically, so the sum never shows it twice or not at all)."""
     if outcome not in contract.RUN_OUTCOME_FIELDS or outcome == "failed":
         raise ValueError(f"a requeued run lands as written, updated, unchanged or skipped, not {outcome!r}")
     key = contract.accounting_key(delivery_id)
-    with connection.pipeline() as pipe:  # MULTI/EXEC
+    with redis.pipeline() as pipe:  # MULTI/EXEC
         pipe.hincrby(key, "failed", -1)
         pipe.hincrby(key, outcome, 1)
         pipe.expire(key, keep_seconds)

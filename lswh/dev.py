@@ -223,8 +223,7 @@ def _run(dev: Dev, *, workers: int, host: str, port: int, dashboard_port: int, s
     if not (
         dev.wait_for("the ingress", lambda: _status(f"{ingress_url}/readyz") == 200)
         and dev.wait_for("rq-dashboard", lambda: _status(dashboard_url) in (200, 401))
-        and all(dev.wait_for(f"worker metrics at {url}", lambda u=url: _status(u) == 200)  # type: ignore[misc]
-                for url in worker_metrics_urls)
+        and all(dev.wait_for(f"worker metrics at {url}", _answers_200(url)) for url in worker_metrics_urls)
     ):
         return 0
 
@@ -296,6 +295,10 @@ def _local_host(host: str) -> str:
     if host in ("", "0.0.0.0", "::"):
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
+
+
+def _answers_200(url: str) -> Callable[[], bool]:
+    return lambda: _status(url) == 200
 
 
 def _status(url: str) -> int:

@@ -64,17 +64,3 @@ def install_log_redaction() -> None:
                 handler.addFilter(_FILTER)
     for name in _NOISY_URL_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def uvicorn_log_config() -> dict:
-    """uvicorn's own logging config with the redacting filter on every handler: its access
-    log prints the request line, query string (the secret) included."""
-    import copy
-
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["filters"] = {"redact": {"()": "lswh_core.redact.RedactingFilter"}}
-    for handler in config["handlers"].values():
-        handler["filters"] = ["redact"]
-    return config

@@ -25,6 +25,21 @@ def uvicorn_app(target: str, redis_url: str, *, name: str, extra_env: dict[str, 
     return proc, port
 
 
+def shipped_ingress(redis_url: str, *, name: str, extra_env: dict[str, str] | None = None) -> tuple[Proc, int]:
+    """`lswh ingress` exactly as a user starts it: the console script, its own uvicorn settings and
+    logging (JSON, one line per delivery, to stderr, which Proc writes to a file as a log
+    collector would), no flag of the benchmark's."""
+    import shutil
+
+    port = free_port()
+    env = {"REDIS_URL": redis_url, "LSWH_SECRETS": SECRET, **(extra_env or {})}
+    exe = shutil.which("lswh", path=str(Path(sys.executable).parent))
+    command = [exe] if exe else [sys.executable, "-m", "lswh.cli"]
+    proc = Proc([*command, "ingress", "--host", "127.0.0.1", "--port", str(port)], env=env, name=name, cwd=ROOT)
+    wait_http(f"http://127.0.0.1:{port}/healthz", proc, timeout=30)
+    return proc, port
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size from /proc (VmRSS, in kB)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import redis.exceptions
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -19,8 +21,10 @@ from starlette.routing import Route
 from ingress.auth import bearer_secret, is_authorized, query_secret
 from ingress.body import BODY_TIMEOUT_SECONDS, BadLength, BodyTooLarge, BodyTooSlow, read_limited
 from ingress.enqueue import DeliveryQueue
+from ingress.metrics import IngressMetrics
 from ingress.payload import BadDelivery, parse_delivery
 from lswh_core.contract import delivery_id_of
+from lswh_core.logs import TRUSTED
 from lswh_core.redact import install_log_redaction
 from lswh_core.redis import async_redis
 from lswh_core.settings import Settings
@@ -47,7 +51,32 @@ def unavailable(message: str) -> JSONResponse:
     return error(503, message, {"Retry-After": RETRY_AFTER_SECONDS})
 
 
+# The outcome counted and logged for each answer to a delivery (lswh_core.metrics.DELIVERY_OUTCOMES).
+_OUTCOMES = {401: "unauthorized", 413: "too_large", 400: "bad_request", 408: "timeout", 503: "unavailable"}
+
+
 async def receive_delivery(request: Request) -> Response:
+    """Counts, times and logs each delivery: one line per delivery, in place of uvicorn's
+    access log (which prints the query string, the secret)."""
+    started = time.perf_counter()
+    note = request.state  # what the handler learnt on the way, for the count and the line
+    note.body_bytes, note.runs, note.delivery_id, note.duplicate, note.error = None, 0, None, False, None
+    response = await _receive_delivery(request)
+    seconds = time.perf_counter() - started
+    if response.status_code == 202:
+        outcome = "duplicate" if note.duplicate else "accepted"
+    else:
+        outcome = _OUTCOMES.get(response.status_code, "bad_request")
+    request.app.state.metrics.delivery(outcome, seconds, note.body_bytes, note.runs)
+    # Every field is ours (a fixed word, our hex id, numbers, an exception's class name): no
+    # redaction needed on this hot path.
+    extra = {"outcome": outcome, "delivery_id": note.delivery_id, "runs": note.runs, "bytes": note.body_bytes,
+             "ms": round(seconds * 1000, 2), "error": note.error, TRUSTED: True}
+    log.log(logging.INFO if response.status_code == 202 else logging.WARNING, "delivery %s", outcome, extra=extra)
+    return response
+
+
+async def _receive_delivery(request: Request) -> Response:
     state = request.app.state
     secrets: tuple[bytes, ...] = state.secrets
     candidates = (*query_secret(request.scope["query_string"]), *bearer_secret(_header(request, b"authorization")))
@@ -61,18 +90,21 @@ async def receive_delivery(request: Request) -> Response:
         return error(400, str(exc))
     except BodyTooSlow:
         return error(408, f"body not received within {BODY_TIMEOUT_SECONDS:g} s", {"Connection": "close"})
+    request.state.body_bytes = len(body)
     try:
         delivery = parse_delivery(body)
     except BadDelivery as exc:
         return error(400, str(exc))
     delivery_id = delivery_id_of(body)
     runs = len(delivery["runs"])
+    request.state.delivery_id, request.state.runs = delivery_id, runs
     try:
         async with asyncio.timeout(ENQUEUE_BUDGET_SECONDS):  # no extra Task, unlike wait_for
             stored = await state.queue.store(body, delivery_id, runs)
     except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
-        log.warning("delivery %s not stored, answering 503: %s", delivery_id, type(exc).__name__)
+        request.state.error = type(exc).__name__  # logged on the delivery's line
         return unavailable("queue unavailable, retry later")
+    request.state.duplicate = stored.duplicate
     return JSONResponse({"delivery_id": delivery_id, "runs": runs, "duplicate": stored.duplicate},
                         status_code=202)
 
@@ -94,6 +126,12 @@ async def readyz(request: Request) -> Response:
     except (TimeoutError, redis.exceptions.RedisError, OSError):
         return unavailable("redis unavailable")
     return JSONResponse({"status": "ready"})
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text. The shipped TLS proxy does not forward it: scrape the port directly."""
+    body = await request.app.state.metrics.exposition(request.app.state.redis)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -125,11 +163,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/webhooks/langsmith", receive_delivery, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = IngressMetrics()
     app.state.secrets = tuple(s.encode() for s in settings.secrets)
     return app
 

@@ -36,13 +36,17 @@ def ingress(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from lswh_core.redact import uvicorn_log_config
+    from lswh_core.logs import skip_unused_record_attributes, uvicorn_log_config
 
+    skip_unused_record_attributes()
     uvicorn.run(
         "ingress.app:app",
         host=args.host,
         port=args.port,
-        log_config=uvicorn_log_config(),  # the access log prints the query string: the secret
+        log_config=uvicorn_log_config(settings.log_format),
+        # Off: it prints the query string (the secret), and redacting it halved throughput. The
+        # app logs its own line per delivery (outcome, delivery_id, runs, bytes, ms).
+        access_log=False,
         proxy_headers=True,
         server_header=False,
         timeout_keep_alive=5,
@@ -80,7 +84,32 @@ def healthcheck(args: argparse.Namespace) -> int:
         return 1
 
 
+def status(args: argparse.Namespace) -> int:
+    import redis
+
+    from lswh import status as report
+    from lswh_core.redis import sync_redis
+
+    settings = Settings.from_env()
+    if args.delivery_id and not report.valid_delivery_id(args.delivery_id):
+        print(f"lswh status: {args.delivery_id!r} is not a delivery id (32 hex digits)", file=sys.stderr)
+        return 2
+    connection = sync_redis(settings.redis_url, socket_timeout=10)
+    try:
+        if args.delivery_id:
+            lines, code = report.delivery_lines(connection, args.delivery_id)
+        else:
+            lines, code = report.overview(connection, settings.redis_url), 0
+    except (redis.exceptions.RedisError, OSError) as exc:
+        print(f"lswh status: cannot read Redis: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    return code
+
+
 def requeue(args: argparse.Namespace) -> int:
+    if args.reason is not None:
+        return _requeue_by_reason(args.reason)
     from rq import Queue
     from rq.exceptions import InvalidJobOperation, NoSuchJobError
     from rq.registry import FailedJobRegistry
@@ -100,6 +129,18 @@ def requeue(args: argparse.Namespace) -> int:
             print(f"lswh requeue: {job_id} is not in the failed registry of queue {QUEUE}", file=sys.stderr)
     print(f"requeued {requeued} job{'' if requeued == 1 else 's'}")
     return 0 if requeued == len(job_ids) else 1
+
+
+def _requeue_by_reason(text: str) -> int:
+    from lswh.status import requeue_by_reason
+    from lswh_core.redis import sync_redis
+
+    if not text.strip():
+        print("lswh requeue: --reason needs some text of the failure reason", file=sys.stderr)
+        return 2
+    requeued, matched = requeue_by_reason(sync_redis(Settings.from_env().redis_url), text)
+    print(f"requeued {requeued} job{'' if requeued == 1 else 's'} whose reason contains {text!r}")
+    return 0 if matched and requeued == matched else 1
 
 
 def parser() -> argparse.ArgumentParser:
@@ -126,9 +167,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--url", default="http://127.0.0.1:8000/readyz")
     p.set_defaults(func=healthcheck)
 
+    p = commands.add_parser("status", help="queue, workers, failed jobs by reason; or one delivery's runs")
+    p.add_argument("delivery_id", nargs="?", metavar="DELIVERY_ID",
+                   help="where this delivery's runs went: received = written + ... + pending")
+    p.set_defaults(func=status)
+
     p = commands.add_parser("requeue", help="requeue failed jobs from RQ's failed registry")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every failed job of the pipeline's queue")
+    which.add_argument("--reason", metavar="TEXT",
+                       help="jobs whose failure reason contains TEXT (as `lswh status` prints it)")
     which.add_argument("job_ids", nargs="*", default=[], metavar="JOB_ID")
     p.set_defaults(func=requeue)
     return root

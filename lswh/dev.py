@@ -180,6 +180,8 @@ def run(*, workers: int = 2, host: str = "127.0.0.1", port: int = 8000, dashboar
 
 def _run(dev: Dev, *, workers: int, host: str, port: int, dashboard_port: int, state_dir: str) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.setdefault("LSWH_LOG_FORMAT", "text")  # a terminal; production logs JSON
+    worker_metrics = env.get("LSWH_METRICS_PORT", "").strip() != "0"
     configured = Settings.from_env(env).secrets
     secret = configured[0] if configured else secrets.token_urlsafe(24)
     if not configured:
@@ -205,8 +207,11 @@ def _run(dev: Dev, *, workers: int, host: str, port: int, dashboard_port: int, s
 
     cli = [sys.executable, "-m", "lswh.cli"]
     dev.start("ingress", [*cli, "ingress", "--host", host, "--port", str(port)], env)
+    # Each worker serves its metrics on a port of its own, as each would in its own container.
+    metrics_ports = [_free_port() for _ in range(workers)] if worker_metrics else []
     for n in range(1, workers + 1):
-        dev.start(f"worker-{n}", [*cli, "worker"], env)
+        worker_env = {**env, "LSWH_METRICS_PORT": str(metrics_ports[n - 1])} if worker_metrics else env
+        dev.start(f"worker-{n}", [*cli, "worker"], worker_env)
     # Given through the environment, not argv: a Redis password must not show in `ps`.
     # RQ_DASHBOARD_USERNAME/PASSWORD, when set, are read from the environment by rq-dashboard itself.
     dashboard = [sys.executable, "-m", "rq_dashboard", "--bind", host, "--port", str(dashboard_port)]
@@ -214,9 +219,11 @@ def _run(dev: Dev, *, workers: int, host: str, port: int, dashboard_port: int, s
 
     ingress_url = f"http://{local}:{port}"
     dashboard_url = f"http://{local}:{dashboard_port}"
+    worker_metrics_urls = [f"http://127.0.0.1:{p}/metrics" for p in metrics_ports]
     if not (
         dev.wait_for("the ingress", lambda: _status(f"{ingress_url}/readyz") == 200)
         and dev.wait_for("rq-dashboard", lambda: _status(dashboard_url) in (200, 401))
+        and all(dev.wait_for(f"worker metrics at {url}", _answers_200(url)) for url in worker_metrics_urls)
     ):
         return 0
 
@@ -224,7 +231,10 @@ def _run(dev: Dev, *, workers: int, host: str, port: int, dashboard_port: int, s
     lines = [
         f"Webhook URL: {base}/webhooks/langsmith?secret={quote(secret, safe='')}",
         f"Dashboard: {dashboard_url}",
+        f"Metrics: {ingress_url}/metrics",
     ]
+    if worker_metrics_urls:
+        lines.append(f"Worker metrics: {' '.join(worker_metrics_urls)}")
     if standin_url:
         lines.append(f"LangSmith stand-in: {standin_url}")
     lines.append(f"REDIS_URL={redact(env['REDIS_URL'])}")
@@ -285,6 +295,10 @@ def _local_host(host: str) -> str:
     if host in ("", "0.0.0.0", "::"):
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
+
+
+def _answers_200(url: str) -> Callable[[], bool]:
+    return lambda: _status(url) == 200
 
 
 def _status(url: str) -> int:

@@ -49,8 +49,16 @@ def done_key(delivery_id: str) -> str:
 
 
 def accounting_key(delivery_id: str) -> str:
-    """Per-delivery run counts by outcome (workers/accounting.py), kept LSWH_KEEP_DAYS."""
+    """Per-delivery run accounting: a hash of ACCOUNT_FIELDS counts, kept for LSWH_KEEP_DAYS."""
     return f"{KEY_PREFIX}acct:{delivery_id}"
+
+
+# received = written + updated + unchanged + skipped + failed + pending (pending is not stored).
+ACCOUNT_FIELDS = ("received", "written", "updated", "unchanged", "skipped", "failed")
+RUN_OUTCOME_FIELDS = ACCOUNT_FIELDS[1:]
+
+# Unix time of the last reconciliation pass that finished; the ingress exports it at scrape time.
+RECONCILE_LAST_SUCCESS_KEY = f"{KEY_PREFIX}reconcile:last_success"
 
 
 def delivery_job_id(delivery_id: str) -> str:

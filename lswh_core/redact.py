@@ -33,6 +33,8 @@ class RedactingFilter(logging.Filter):
     (uvicorn's access formatter reads its args by position)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "lswh_trusted", False):  # built from our own ids and counts (lswh_core.logs)
+            return True
         if isinstance(record.msg, str):
             record.msg = redact(record.msg)
         if isinstance(record.args, tuple):
@@ -62,17 +64,3 @@ def install_log_redaction() -> None:
                 handler.addFilter(_FILTER)
     for name in _NOISY_URL_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def uvicorn_log_config() -> dict:
-    """uvicorn's own logging config with the redacting filter on every handler: its access
-    log prints the request line, query string (the secret) included."""
-    import copy
-
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["filters"] = {"redact": {"()": "lswh_core.redact.RedactingFilter"}}
-    for handler in config["handlers"].values():
-        handler["filters"] = ["redact"]
-    return config

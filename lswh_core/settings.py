@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from lswh_core.allowlist import AllowListError, parse_rules
-
 from lswh_core.errors import SettingsError
 from lswh_core.ratelimits import DEFAULT_LIMITS, Limit, parse_limits
 
@@ -28,6 +27,7 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 # The ingress refuses longer candidates unread (ingress/auth.py); a longer configured secret
 # could never match, so it is refused at start instead of answering 401 forever.
 MAX_SECRET_BYTES = 1024
+LOG_FORMATS = ("json", "text")
 
 
 def _split(value: str) -> tuple[str, ...]:
@@ -159,6 +159,8 @@ class Settings:
     # The rules file (lswh_core/rules.py); None = the variables above are all the rules there are.
     rules_file: str | None = None
     langsmith_rate_limits: Mapping[str, Limit] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    log_format: str = "json"
+    metrics_port: int = 9100
 
     @property
     def keep_seconds(self) -> int:
@@ -183,6 +185,12 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         _langsmith_endpoint(env)
+        log_format = env.get("LSWH_LOG_FORMAT", "").strip().lower() or "json"
+        if log_format not in LOG_FORMATS:
+            raise SettingsError(f"LSWH_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
+        metrics_port = _int(env, "LSWH_METRICS_PORT", cls.metrics_port)
+        if metrics_port > 65_535:
+            raise SettingsError(f"LSWH_METRICS_PORT must be a TCP port (0 disables), got {metrics_port}")
         return cls(
             redis_url=_redis_url(env),
             secrets=_secrets(env),
@@ -200,4 +208,6 @@ class Settings:
             public_url=_http_url(env, "LSWH_PUBLIC_URL"),
             rules_file=_rules_file(env),
             langsmith_rate_limits=parse_limits(env.get("LSWH_LANGSMITH_RATE_LIMITS", "")),
+            log_format=log_format,
+            metrics_port=metrics_port,
         )

@@ -1,54 +1,63 @@
-"""Per delivery, in runs: received = written + updated + unchanged + skipped + failed + pending.
+"""Per-delivery run accounting in Redis, so `lswh status DELIVERY_ID` can show where each run of
+a delivery went: received = written + updated + unchanged + skipped + failed + pending.
 
-Kept in a Redis hash (`lswh_core.contract.accounting_key`) for LSWH_KEEP_DAYS, read by
-`lswh status DELIVERY_ID`. Pending is what is left: it is never stored, so a worker killed
-mid-slice leaves the sum open (pending) rather than wrong.
+One hash per delivery (lswh_core.contract.accounting_key), integer fields, TTL LSWH_KEEP_DAYS.
+`failed` counts runs now in the failed registry; when such a run is requeued and then lands,
+`settle_requeued` moves it from failed to its outcome.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 
-import redis
+import redis as redis_py
 
 from lswh_core import contract
 
-OUTCOMES = ("written", "updated", "unchanged", "skipped", "failed")
 
-
-def record_received(connection: redis.Redis, delivery_id: str, runs: int, *, keep_seconds: int) -> None:
-    """Once per delivery (the first attempt sets it; retries and replays do not add to it)."""
+def record_received(redis: redis_py.Redis, delivery_id: str, runs: int, *, keep_seconds: int) -> None:
+    """The delivery's run count, set once: a retried job does not receive its runs again."""
     key = contract.accounting_key(delivery_id)
-    with connection.pipeline() as pipe:
+    with redis.pipeline() as pipe:
         pipe.hsetnx(key, "received", runs)
         pipe.expire(key, keep_seconds)
         pipe.execute()
 
 
-def record_outcomes(connection: redis.Redis, delivery_id: str, counts: Mapping[str, int], *,
+def record_outcomes(redis: redis_py.Redis, delivery_id: str, counts: Mapping[str, int], *,
                     keep_seconds: int) -> None:
-    """Add final outcomes; a requeued run that lands moves from failed (-1) to its outcome."""
-    unknown = set(counts) - set(OUTCOMES)
+    """Add runs to their outcomes (written, updated, unchanged, skipped, failed)."""
+    unknown = set(counts) - set(contract.RUN_OUTCOME_FIELDS)
     if unknown:
-        raise ValueError(f"unknown outcomes {sorted(unknown)}")
-    changes = {name: n for name, n in counts.items() if n}
-    if not changes:
-        return
+        raise ValueError(f"not run outcomes: {sorted(unknown)}")
     key = contract.accounting_key(delivery_id)
-    with connection.pipeline() as pipe:
-        for name, n in changes.items():
-            pipe.hincrby(key, name, n)
+    with redis.pipeline() as pipe:
+        for outcome, n in counts.items():
+            if n:
+                pipe.hincrby(key, outcome, n)
         pipe.expire(key, keep_seconds)
         pipe.execute()
 
 
-def read(connection: redis.Redis, delivery_id: str) -> dict[str, int] | None:
+def settle_requeued(redis: redis_py.Redis, delivery_id: str, outcome: str, *, keep_seconds: int) -> None:
+    """A requeued failed run that has now landed: one run moves from `failed` to `outcome`
+    (atomically, so the sum never shows it twice or not at all)."""
+    if outcome not in contract.RUN_OUTCOME_FIELDS or outcome == "failed":
+        raise ValueError(f"a requeued run lands as written, updated, unchanged or skipped, not {outcome!r}")
+    key = contract.accounting_key(delivery_id)
+    with redis.pipeline() as pipe:  # MULTI/EXEC
+        pipe.hincrby(key, "failed", -1)
+        pipe.hincrby(key, outcome, 1)
+        pipe.expire(key, keep_seconds)
+        pipe.execute()
+
+
+def read(redis: redis_py.Redis, delivery_id: str) -> dict[str, int] | None:
     """The delivery's figures with `pending` worked out, or None when nothing was recorded."""
-    raw = connection.hgetall(contract.accounting_key(delivery_id))
+    raw = redis.hgetall(contract.accounting_key(delivery_id))
     if not raw:
         return None
-    figures = Counter({k.decode() if isinstance(k, bytes) else k: int(v) for k, v in raw.items()})
-    result = {"received": figures["received"], **{name: figures[name] for name in OUTCOMES}}
-    result["pending"] = result["received"] - sum(result[name] for name in OUTCOMES)
-    return result
+    stored = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+    figures = {name: stored.get(name, 0) for name in contract.ACCOUNT_FIELDS}
+    figures["pending"] = figures["received"] - sum(figures[name] for name in contract.RUN_OUTCOME_FIELDS)
+    return figures

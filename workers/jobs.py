@@ -27,6 +27,7 @@ from rq.registry import FailedJobRegistry
 from rq.utils import now
 
 from lswh_core import contract
+from lswh_core.logs import log_context
 from lswh_core.redact import redact
 from workers import accounting
 from workers.errors import RunError
@@ -54,13 +55,15 @@ class DeliveryFailed(Exception):
 
 
 def process_delivery(delivery_id: str) -> str:
-    return _guarded(_process_delivery, delivery_id)
+    with log_context(delivery_id=delivery_id):
+        return _guarded(_process_delivery, delivery_id)
 
 
 def process_run(delivery_id: str, run_id: str, rule_id: str | None = None, project_id: str | None = None,
                 start_time: str | None = None) -> str:
     """A split-off run. Jobs split off before project_id/start_time existed still requeue."""
-    return _guarded(_process_run, delivery_id, run_id, rule_id, project_id, start_time)
+    with log_context(delivery_id=delivery_id, run_id=run_id, rule_id=rule_id):
+        return _guarded(_process_run, delivery_id, run_id, rule_id, project_id, start_time)
 
 
 def _guarded(fn: Any, *args: Any) -> str:
@@ -100,12 +103,18 @@ def _process_delivery(delivery_id: str) -> str:
     if delivery is None:
         raise DeliveryFailed(f"delivery {delivery_id}: its raw body expired (LSWH_REPLAY_DAYS) or was deleted")
     rule_id = delivery.get("rule_id")
-    runs = _unique_runs(delivery["runs"])
+    with log_context(rule_id=rule_id):
+        return _process_delivery_runs(runtime, delivery_id, delivery, rule_id)
+
+
+def _process_delivery_runs(runtime: Runtime, delivery_id: str, delivery: dict[str, Any], rule_id: str | None
+                           ) -> str:
+    runs = _unique_runs(delivery.pop("runs"))  # from here on, only the queue below holds them
     keep = runtime.settings.keep_seconds
     accounting.record_received(runtime.redis, delivery_id, len(runs), keep_seconds=keep)
     done = _done(runtime, delivery_id)
     queue = deque(run for run in runs if str(run["id"]) not in done)
-    del delivery, runs  # the slices hold what is still to do
+    del runs  # the queue holds what is still to do
 
     job = get_current_job()
     last_attempt = _last_attempt(job)
@@ -177,8 +186,7 @@ def _process_run(delivery_id: str, run_id: str, rule_id: str | None, project_id:
     if isinstance(outcome, RunError):
         raise RunFailed(f"run {run_id}: {outcome.reason}")
     # It counted as failed when it was split off; now it has its real outcome.
-    accounting.record_outcomes(runtime.redis, delivery_id, {"failed": -1, outcome: 1},
-                               keep_seconds=runtime.settings.keep_seconds)
+    accounting.settle_requeued(runtime.redis, delivery_id, outcome, keep_seconds=runtime.settings.keep_seconds)
     runtime.recorder.runs(outcome, 1, None)
     return f"run {run_id} {outcome}"
 

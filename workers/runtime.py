@@ -8,6 +8,7 @@ loop); the synchronous langsmith SDK runs in a small thread pool beside it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import os
 import threading
@@ -59,7 +60,7 @@ class Runtime:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the I/O loop and wait; if the wait is interrupted (job timeout,
         shutdown), the coroutine is cancelled rather than left running."""
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        future = asyncio.run_coroutine_threadsafe(_in_context(contextvars.copy_context(), coro), self._loop)
         try:
             return future.result()
         except BaseException:
@@ -69,6 +70,14 @@ class Runtime:
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A blocking SDK call, from a coroutine, on the SDK thread pool."""
         return await self._loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+
+async def _in_context(context: contextvars.Context, coro: Coroutine[Any, Any, T]) -> T:
+    """Run on the loop thread with the caller's context variables (the job's log fields:
+    delivery_id, rule_id, run_id), which a task there would not inherit."""
+    for var, value in context.items():
+        var.set(value)
+    return await coro
 
 
 _runtime: Runtime | None = None

@@ -25,12 +25,11 @@ import redis
 from langsmith import utils as ls_utils
 from rq import Queue, SimpleWorker
 from rq.job import Job
-from rq.logutils import setup_loghandlers
 from rq.queue import Queue as RQQueue
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
 from lswh_core import contract
-from lswh_core.redact import install_log_redaction
+from lswh_core.logs import log_context, setup_logging
 from lswh_core.redis import sync_redis
 from lswh_core.settings import Settings, SettingsError
 
@@ -69,7 +68,8 @@ class PipelineWorker(SimpleWorker):
         thread.start()
         lost_redis = False
         try:
-            self.perform_job(job, queue, execution)
+            with log_context(**job_log_fields(job)):
+                self.perform_job(job, queue, execution)
         except REDIS_ERRORS:
             lost_redis = True
         finally:
@@ -93,6 +93,21 @@ class PipelineWorker(SimpleWorker):
             except REDIS_ERRORS:
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+
+def job_log_fields(job: Job) -> dict[str, str | None]:
+    """Every line logged while a job runs (RQ's included) names its delivery, and run if one:
+    both job functions take the delivery id first, a run job the run id second."""
+    try:
+        args = job.args
+    except Exception:  # a job whose arguments cannot be read still runs, and logs without them
+        return {"job_id": job.id}
+    fields: dict[str, str | None] = {"job_id": job.id}
+    if job.func_name in (contract.DELIVERY_JOB, contract.RUN_JOB) and args:
+        fields["delivery_id"] = str(args[0])
+        if job.func_name == contract.RUN_JOB and len(args) > 1:
+            fields["run_id"] = str(args[1])
+    return fields
 
 
 def check_api_key() -> str | None:
@@ -121,12 +136,14 @@ def main(burst: bool = False) -> int:
     except SettingsError as exc:
         print(f"lswh worker: {exc}", file=sys.stderr)
         return 2
-    setup_loghandlers("INFO")
-    install_log_redaction()
+    setup_logging(settings.log_format)
     problem = check_api_key()
     if problem:
         print(f"lswh worker: {problem}", file=sys.stderr)
         return 2
+    from workers.metrics import serve
+
+    serve(settings.metrics_port)
     connection = sync_redis(settings.redis_url)
     queue = Queue(contract.QUEUE, connection=connection)
 

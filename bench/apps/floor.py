@@ -1,7 +1,9 @@
 """The floor: check the secret in constant time, LPUSH the raw body, 202. Nothing else.
 
 No validation, no duplicate check, no job: the least work an ingress that stores a delivery
-in Redis can do. Env: REDIS_URL, LSWH_SECRETS (the first one is used).
+in Redis can do. Env: REDIS_URL, LSWH_SECRETS (the first one is used), BENCH_FLOOR_POOL:
+`default` (redis-py's own pool: the fastest honest floor, and the one ratios are taken against)
+or `blocking` (a BlockingConnectionPool of 64, as lswh_core.redis uses, to show what it costs).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 SECRET = os.environ["LSWH_SECRETS"].split(",")[0].encode()
-# A blocking pool, so a burst waits for a connection instead of failing "Too many connections".
-REDIS = redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool.from_url(
-    os.environ.get("REDIS_URL", "redis://localhost:6379/0"), max_connections=64))
+URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+if os.environ.get("BENCH_FLOOR_POOL", "default") == "blocking":
+    REDIS = redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool.from_url(URL, max_connections=64))
+else:
+    REDIS = redis.asyncio.Redis.from_url(URL)
 
 
 async def webhook(request: Request) -> Response:

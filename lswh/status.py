@@ -1,0 +1,199 @@
+"""`lswh status [DELIVERY_ID]` and `lswh requeue --reason TEXT`: what the queue holds, who works
+on it, what failed and why (grouped, with the command that requeues each group), and where the
+runs of one delivery went.
+
+A failed job's reason is the last line of its exception. Reasons differ in ids and numbers (a
+run id, a status code), so they are grouped with those masked (lswh_core.masks); the printed
+`--reason` is the group's masked text, which matches every reason of that group and only those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import orjson
+import redis
+from rq import Queue, Worker
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+
+from ingress.metrics import QueueState, read_queue
+from lswh_core import contract
+from lswh_core.masks import mask, pattern
+from lswh_core.redis import async_redis
+
+# A registry this large is a backlog to fix, not to list: reading every reason costs a round trip.
+MAX_FAILED_READ = 10_000
+_DELIVERY_ID = re.compile(r"^[0-9a-f]{32}$")
+_RUNS_IN_DESCRIPTION = re.compile(r"\((\d+) runs?\)")
+
+
+# --- pure: reasons, groups, accounting ------------------------------------------------------------
+
+
+def reason_of(exc_string: str | None) -> str:
+    """The last non-empty line of a stored exception: `module.Error: run <id>: why`."""
+    lines = [line.strip() for line in (exc_string or "").splitlines() if line.strip()]
+    return lines[-1] if lines else "(no reason recorded)"
+
+
+@dataclass
+class FailedGroup:
+    reason: str  # masked
+    job_ids: list[str] = field(default_factory=list)
+
+    @property
+    def requeue_command(self) -> str:
+        return f"lswh requeue --reason {shlex.quote(self.reason)}"
+
+
+def group_failed(reasons: Mapping[str, str]) -> list[FailedGroup]:
+    """Failed jobs by masked reason, largest group first."""
+    groups: dict[str, FailedGroup] = {}
+    for job_id, reason in reasons.items():
+        masked = mask(reason)
+        groups.setdefault(masked, FailedGroup(masked)).job_ids.append(job_id)
+    return sorted(groups.values(), key=lambda g: (-len(g.job_ids), g.reason))
+
+
+def matching(text: str, reasons: Mapping[str, str]) -> list[str]:
+    """Job ids whose reason contains `text`; placeholders in it (<uuid>, <hex>, <n>) match any id or number."""
+    wanted = pattern(text)
+    return [job_id for job_id, reason in reasons.items() if wanted.search(reason)]
+
+
+@dataclass(frozen=True)
+class Account:
+    received: int = 0
+    written: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[bytes | str, bytes | str]) -> Account:
+        values = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+        return cls(**{name: values.get(name, 0) for name in contract.ACCOUNT_FIELDS})
+
+    @property
+    def pending(self) -> int:
+        return self.received - self.written - self.updated - self.unchanged - self.skipped - self.failed
+
+    def line(self) -> str:
+        parts = " + ".join(f"{getattr(self, name)} {name}" for name in (*contract.RUN_OUTCOME_FIELDS, "pending"))
+        text = f"{self.received} runs received = {parts}"
+        if self.pending < 0:
+            text += f"  DOES NOT ADD UP: {-self.pending} more outcomes than runs received"
+        return text
+
+
+# --- reading Redis -------------------------------------------------------------------------------
+
+
+def failed_reasons(connection: redis.Redis, limit: int = MAX_FAILED_READ) -> dict[str, str]:
+    registry = FailedJobRegistry(queue=Queue(contract.QUEUE, connection=connection))
+    job_ids = registry.get_job_ids(0, limit - 1)
+    reasons: dict[str, str] = {}
+    for job_id, job in zip(job_ids, Job.fetch_many(job_ids, connection=connection), strict=True):
+        if job is None:
+            continue  # expired between the two reads
+        result = job.latest_result()
+        reasons[job_id] = reason_of(result.exc_string if result is not None else None)
+    return reasons
+
+
+def queue_state(redis_url: str) -> QueueState:
+    """The same figures /metrics exports, read the same way."""
+
+    async def read() -> QueueState:
+        client = async_redis(redis_url, max_connections=2)
+        try:
+            return await read_queue(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def overview(connection: redis.Redis, redis_url: str) -> list[str]:
+    state = queue_state(redis_url)
+    if not state.redis_up:
+        raise redis.exceptions.ConnectionError("Redis did not answer")
+    oldest = f", oldest queued {_age(state.oldest_age)} ago" if state.depth else ""
+    lines = [f"queue {contract.QUEUE}: {state.depth} queued{oldest}; {state.started} started; "
+             f"{state.scheduled} scheduled retries; {state.failed} failed"]
+    workers = Worker.all(queue=Queue(contract.QUEUE, connection=connection))
+    lines.append(f"workers: {len(workers)}")
+    for worker in sorted(workers, key=lambda w: w.name):
+        current = worker.get_current_job_id() or "-"
+        lines.append(f"  host {worker.hostname or '?'}  {worker.get_state()}  current job {current}  "
+                     f"(worker {worker.name})")
+    reasons = failed_reasons(connection)
+    groups = group_failed(reasons)
+    lines.append(f"failed jobs by reason: {len(reasons)} in {len(groups)} groups"
+                 + (f" (first {MAX_FAILED_READ} read)" if len(reasons) >= MAX_FAILED_READ else ""))
+    for group in groups:
+        lines += [f"  {len(group.job_ids)} x {group.reason}",
+                  f"      e.g. {group.job_ids[0]}",
+                  f"      {group.requeue_command}"]
+    return lines
+
+
+def delivery_account(connection: redis.Redis, delivery_id: str) -> Account | None:
+    """From its accounting hash; before a worker has opened one, all its runs are pending (read
+    from the stored body, or the job's description once the body has expired)."""
+    raw = connection.hgetall(contract.accounting_key(delivery_id))
+    if raw:
+        return Account.from_hash(raw)  # type: ignore[arg-type]
+    body = connection.get(contract.delivery_key(delivery_id))
+    if body is not None:
+        runs = orjson.loads(body).get("runs", [])  # type: ignore[arg-type]
+        return Account(received=len({str(r.get("id")) for r in runs if isinstance(r, dict)}))
+    description = connection.hget(f"rq:job:{contract.delivery_job_id(delivery_id)}", "description")
+    found = _RUNS_IN_DESCRIPTION.search(description.decode()) if description else None  # type: ignore[union-attr]
+    return Account(received=int(found.group(1))) if found else None
+
+
+def delivery_lines(connection: redis.Redis, delivery_id: str) -> tuple[list[str], int]:
+    """The report and the exit code: 0 when the runs add up, 1 when not, or when unknown."""
+    account = delivery_account(connection, delivery_id)
+    if account is None:
+        return [f"delivery {delivery_id}: not known here (accounting is kept LSWH_KEEP_DAYS)"], 1
+    return [f"delivery {delivery_id}: {account.line()}"], 0 if account.pending >= 0 else 1
+
+
+def valid_delivery_id(text: str) -> bool:
+    return bool(_DELIVERY_ID.match(text))
+
+
+def requeue_by_reason(connection: redis.Redis, text: str) -> tuple[int, int]:
+    """(requeued, matched): a job may leave the registry between the read and the requeue."""
+    registry = FailedJobRegistry(queue=Queue(contract.QUEUE, connection=connection))
+    job_ids = matching(text, failed_reasons(connection))
+    return _requeue(registry, job_ids), len(job_ids)
+
+
+def _requeue(registry: FailedJobRegistry, job_ids: Iterable[str]) -> int:
+    from rq.exceptions import InvalidJobOperation, NoSuchJobError
+
+    done = 0
+    for job_id in job_ids:
+        try:
+            registry.requeue(job_id)
+            done += 1
+        except (InvalidJobOperation, NoSuchJobError):
+            continue
+    return done

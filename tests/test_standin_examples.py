@@ -289,3 +289,56 @@ def test_rules_page_size_over_100_is_422(fresh: StandIn) -> None:
 def test_errors_name_the_problem(fresh: StandIn) -> None:
     with pytest.raises(LangSmithError, match="422"):
         sdk(fresh).request_with_retries("GET", "/feedback", params={"limit": 500})
+
+
+# --- annotation queues ----------------------------------------------------------------------------
+
+
+def add_to_queue(standin: StandIn, queue_id: str, items: list[dict[str, Any]]) -> Any:
+    client = sdk(standin)
+
+    async def call() -> Any:
+        try:
+            added = await client.annotation_queues.items.create(queue_id, items=items)  # type: ignore[arg-type]
+            listed = [i async for i in client.annotation_queues.items.list(queue_id, status="needs_my_review",
+                                                                             page_size=1)]
+            return added, listed
+        finally:
+            await client.annotation_queues._client.close()
+
+    return asyncio.run(call())
+
+
+def test_runs_added_to_an_annotation_queue_are_read_back(fresh: StandIn) -> None:
+    queue_id = fresh.add_queue("review")
+    project = str(uuid.uuid4())
+    runs = [str(uuid.uuid4()) for _ in range(2)]
+    added, listed = add_to_queue(fresh, queue_id, [{"run_id": r, "project_id": project} for r in runs])
+    assert [i.run_id for i in added.items] == runs
+    assert [i.run_id for i in listed] == runs  # two pages of one
+    assert [(i["run_id"], i["project_id"], i["item_type"]) for i in fresh.queue_items(queue_id)] == [
+        (r, project, "RUN") for r in runs
+    ]
+
+
+def test_queue_item_without_run_id_or_on_an_unknown_queue_is_refused(fresh: StandIn) -> None:
+    queue_id = fresh.add_queue("review")
+    headers = {"x-api-key": fresh_key()}
+    path = f"/api/v1/platform/annotation-queues/{queue_id}/items"
+    assert fresh.http.post(path, json={"items": [{"item_type": "RUN"}]}, headers=headers).status_code == 422
+    unknown = f"/api/v1/platform/annotation-queues/{uuid.uuid4()}/items"
+    assert fresh.http.post(unknown, json={"items": [{"run_id": str(uuid.uuid4())}]}, headers=headers).status_code == 404
+    assert fresh.queue_items(queue_id) == []
+
+
+def test_sdk_pointed_at_a_self_hosted_api_v1_endpoint_works_unchanged(fresh: StandIn) -> None:
+    """Self-hosted `LANGSMITH_ENDPOINT`s end in `/api/v1`; the SDK then drops its own `/v1` from
+    platform paths, and the generated client strips the suffix for `/api/v2`."""
+    client = Client(api_url=f"{fresh.url}/api/v1", api_key=fresh_key(), auto_batch_tracing=False)
+    dataset = client.create_dataset(f"ds-{uuid.uuid4()}")
+    example = spec(0)
+    client.create_examples(dataset_id=dataset.id, examples=[example])
+    assert [str(e.id) for e in client.list_examples(dataset_id=dataset.id)] == [example["id"]]
+    requests = fresh.stats()["requests"]
+    assert requests["POST /v1/platform/datasets/{dataset_id}/examples"] == 1
+    assert requests["POST /datasets"] == 1

@@ -141,6 +141,7 @@ class State:
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     feedback: dict[str, dict[str, Any]] = field(default_factory=dict)
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    queues: dict[str, dict[str, Any]] = field(default_factory=dict)
     objects: dict[str, S3Object] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     races: list[Race] = field(default_factory=list)
@@ -182,6 +183,7 @@ class State:
             self.feedback.clear()
             self.objects.clear()
             self.rules.clear()
+            self.queues.clear()
 
 
 def state_of(request: Request) -> State:

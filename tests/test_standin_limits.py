@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from langsmith.utils import LangSmithRateLimitError, LangSmithRetry
 from lswh.standin.limits import CLOUD_LIMITS, Limit, SlidingWindows, category
 from tests.support.procs import free_port, python_module, wait_http
 from tests.support.stack import StandIn, fresh_key
+from tests.test_dev import start_dev  # noqa: F401 - the fixture that runs `lswh dev` as a user does
 
 pytestmark = pytest.mark.filterwarnings("error::DeprecationWarning")
 
@@ -207,3 +209,12 @@ def test_no_limits_switch_at_start(switch: str) -> None:
             assert http.get("/_admin/limits").json()["enabled"] is False
     finally:
         proc.stop()
+
+
+@pytest.mark.parametrize(("env", "enabled"), [({}, True), ({"STANDIN_NO_LIMITS": "1"}, False)])
+def test_lswh_dev_starts_the_standin_with_limits_unless_lifted(
+    start_dev: Any, env: dict[str, str], enabled: bool  # noqa: F811
+) -> None:
+    _, lines = start_dev(workers=1, env={"STANDIN_NO_LIMITS": "", **env})
+    limits = httpx.get(f"{lines['LangSmith stand-in']}/_admin/limits").json()
+    assert limits["enabled"] is enabled

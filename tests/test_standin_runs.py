@@ -319,3 +319,12 @@ def test_flags_profile_chosen_at_start() -> None:
         assert get_query_backend(flags) == QueryBackend.CLICKHOUSE_ONLY
     finally:
         proc.stop()
+
+
+def test_feedback_bounds_leave_non_feedback_branches_alone(fresh: StandIn) -> None:
+    project = str(uuid.uuid4())
+    named, scored = add_runs(fresh, project, 2)
+    fresh.add_feedback([{"run_id": scored, "key": "correctness", "score": 1, "modified_at": ago(minutes=5)}])
+    found = query_v2(fresh, project_ids=[project], filter='or(eq(name, "run-0"), eq(feedback_key, "correctness"))',
+                     min_feedback_modified_at=ago(hours=1))
+    assert sorted(r.id for r in found) == sorted([named, scored])

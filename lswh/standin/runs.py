@@ -297,7 +297,6 @@ async def query_runs_v2(request: Request, state: State) -> Response:
     ids, examples = _uuid_list(body, "ids"), _uuid_list(body, "reference_examples")
     trace = uuid_or_none(body["trace_id"]) if body.get("trace_id") is not None else None
     matching = _Matching(state, filters, fb_min, fb_max)
-    feedback_bounded = bool(fb_min or fb_max)
     found = [
         r
         for r in state.runs.values()
@@ -311,7 +310,6 @@ async def query_runs_v2(request: Request, state: State) -> Response:
         and (body.get("is_root") is None or (not r.get("parent_run_id")) == bool(body["is_root"]))
         and (body.get("run_type") is None or r.get("run_type") == body["run_type"])
         and (body.get("has_error") is None or bool(r.get("error")) == bool(body["has_error"]))
-        and (not feedback_bounded or r["id"] in matching.feedback_by_run)
         and matching(r)
     ]
     found = _newest_first(found)

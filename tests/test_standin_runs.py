@@ -309,9 +309,12 @@ def test_v2_only_profile_refuses_v1_run_reads(fresh: StandIn) -> None:
     assert [r.id for r in query_v2(fresh, project_ids=[project])] == [run_id]
 
 
-def test_flags_profile_chosen_at_start() -> None:
+@pytest.mark.parametrize("switch", ["flag", "env"])
+def test_flags_profile_chosen_at_start(switch: str) -> None:
     port = free_port()
-    proc = python_module("lswh.standin", "--port", str(port), "--flags", "v1-only", name="standin-v1")
+    args = ["--port", str(port)] + (["--flags", "v1-only"] if switch == "flag" else [])
+    env = {"STANDIN_FLAGS": "v1-only" if switch == "env" else ""}
+    proc = python_module("lswh.standin", *args, env=env, name="standin-v1")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/info", proc)
@@ -319,6 +322,13 @@ def test_flags_profile_chosen_at_start() -> None:
         assert get_query_backend(flags) == QueryBackend.CLICKHOUSE_ONLY
     finally:
         proc.stop()
+
+
+def test_unknown_flags_profile_stops_the_standin_with_a_clear_error() -> None:
+    proc = python_module("lswh.standin", "--port", str(free_port()), env={"STANDIN_FLAGS": "v3"}, name="standin-v3")
+    assert proc.popen.wait(30) == 2
+    assert "STANDIN_FLAGS='v3'" in proc.output()
+    proc.stop()
 
 
 def test_feedback_bounds_leave_non_feedback_branches_alone(fresh: StandIn) -> None:

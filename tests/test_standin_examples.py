@@ -223,6 +223,14 @@ def test_feedback_listing_refuses_more_than_100_a_page(fresh: StandIn) -> None:
     assert fresh.http.get("/feedback", params={"limit": 100}, headers=headers).status_code == 200
 
 
+@pytest.mark.parametrize(("path", "param"), [("/feedback", "run"), ("/examples", "id"), ("/examples", "dataset")])
+def test_listing_with_one_malformed_id_is_refused_whole_with_422(fresh: StandIn, path: str, param: str) -> None:
+    params = [(param, str(uuid.uuid4())), (param, "not-a-run-id"), (param, str(uuid.uuid4()))]
+    answer = fresh.http.get(path, params=params, headers={"x-api-key": fresh_key()})
+    assert answer.status_code == 422
+    assert "not-a-run-id" in answer.json()["detail"]
+
+
 def test_evaluator_score_correction_is_stored_and_moves_modified_at(fresh: StandIn) -> None:
     run_id = str(uuid.uuid4())
     [feedback_id] = fresh.admin("POST", "feedback", [

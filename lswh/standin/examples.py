@@ -37,6 +37,7 @@ from lswh.standin.state import (
     iso,
     json_body,
     uuid_or_none,
+    uuid_params,
 )
 
 BASE_SPLIT = "base"
@@ -279,8 +280,8 @@ async def read_example(request: Request, state: State) -> Response:
 
 async def list_examples(request: Request, state: State) -> Response:
     params = request.query_params
-    ids = [i for i in (uuid_or_none(v) for v in params.getlist("id")) if i]
-    datasets = {uuid_or_none(v) for v in params.getlist("dataset")}
+    ids = uuid_params(request, "id")
+    datasets = set(uuid_params(request, "dataset"))
     splits = set(params.getlist("splits"))
     found = [
         e

@@ -7,7 +7,7 @@ import os
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from lswh.standin import admin, datasets, examples, feedback, rules, runs, s3
+from lswh.standin import admin, datasets, examples, feedback, queues, rules, runs, s3
 from lswh.standin.profiles import Profile, profile
 from lswh.standin.routing import admin as admin_route
 from lswh.standin.routing import api
@@ -54,6 +54,8 @@ def create_app(
         *api("/api/v2/runs/query", runs.query_runs_v2, ["POST"]),
         *api("/api/v2/runs/rules", rules.list_rules, ["GET"]),
         *api("/api/v2/runs/{run_id}", runs.retrieve_run_v2, ["GET"]),
+        *api("/v1/platform/annotation-queues/{queue_id}/items", queues.add_items, ["POST"]),
+        *api("/v1/platform/annotation-queues/{queue_id}/items", queues.list_items, ["GET"]),
         *api("/feedback", feedback.list_feedback, ["GET"]),
         *api("/feedback/{feedback_id}", feedback.update_feedback, ["PATCH"]),
         *api("/s3/{bucket}/{key:path}", s3.read_object, ["GET"], auth=False, limited=False),
@@ -77,6 +79,8 @@ def create_app(
         admin_route("/_admin/races", admin.add_race, ["POST"]),
         admin_route("/_admin/races", admin.list_races, ["GET"]),
         admin_route("/_admin/rules", admin.add_rules, ["POST"]),
+        admin_route("/_admin/annotation-queues", queues.admin_add_queue, ["POST"]),
+        admin_route("/_admin/annotation-queues/{queue_id}/items", queues.admin_read_items, ["GET"]),
     ]
     app = Starlette(routes=routes)
     app.state.standin = state

@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> None:
         "v1-only = a server before v2 (< 0.16), v2-only = SmithDB only (no v1 run reads)",
     )
     args = parser.parse_args(argv)
+    if args.flags not in PROFILES:  # argparse checks choices on the command line, not on a default
+        parser.error(f"STANDIN_FLAGS={args.flags!r}: one of {', '.join(PROFILES)}")
 
     import uvicorn
 

@@ -3,8 +3,9 @@
 Shapes, from the SDK (langsmith 0.15.1) and LangSmith's API reference:
 - Multipart create (`Client.create_examples` with `dataset_examples_multipart_enabled`) answers 201
   `{"count", "example_ids", "as_of"}`; a request holding an id that exists is refused whole with 409.
-- An update replaces `metadata` whole when it names it (the API reference's ExampleUpdate: the field
-  is the new metadata, not a patch); `split` sets `metadata.dataset_split`.
+- An update replaces `metadata` whole when it names it (issue 8's finding against LangSmith; the SDK
+  offers `datasets.examples.update_metadata` as the way to change some keys and keep the others);
+  `split` sets `metadata.dataset_split`.
 - `split` lives in `metadata.dataset_split`, a list; an example created without one is in the base
   split, `["base"]` (the SDK's own tests use `metadata={"dataset_split": ["base"]}` for examples read
   back from the API, and `datasets.examples.update_metadata` says array operations on dataset_split
@@ -36,6 +37,7 @@ from lswh.standin.state import (
     iso,
     json_body,
     uuid_or_none,
+    uuid_params,
 )
 
 BASE_SPLIT = "base"
@@ -278,8 +280,8 @@ async def read_example(request: Request, state: State) -> Response:
 
 async def list_examples(request: Request, state: State) -> Response:
     params = request.query_params
-    ids = [i for i in (uuid_or_none(v) for v in params.getlist("id")) if i]
-    datasets = {uuid_or_none(v) for v in params.getlist("dataset")}
+    ids = uuid_params(request, "id")
+    datasets = set(uuid_params(request, "dataset"))
     splits = set(params.getlist("splits"))
     found = [
         e

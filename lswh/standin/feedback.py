@@ -20,7 +20,16 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from lswh.standin.state import BadRequest, State, Unprocessable, detail, iso, json_body, uuid_or_none
+from lswh.standin.state import (
+    BadRequest,
+    State,
+    Unprocessable,
+    detail,
+    iso,
+    json_body,
+    uuid_or_none,
+    uuid_params,
+)
 
 LIMIT_MAX = 100
 
@@ -57,7 +66,7 @@ async def list_feedback(request: Request, state: State) -> Response:
         raise Unprocessable("offset and limit must be integers") from None
     if not 1 <= limit <= LIMIT_MAX or offset < 0:
         raise Unprocessable(f"limit must be between 1 and {LIMIT_MAX}")
-    runs = {uuid_or_none(v) for v in params.getlist("run")}
+    runs = set(uuid_params(request, "run"))
     keys = set(params.getlist("key"))
     found = [
         f for f in state.feedback.values() if (not runs or f["run_id"] in runs) and (not keys or f["key"] in keys)

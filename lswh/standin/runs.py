@@ -196,11 +196,16 @@ def _preview(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str)[:150]
 
 
-def _feedback_stats(state: State, run_id: str) -> dict[str, Any]:
-    stats: dict[str, Any] = {}
+def _feedback_by_run(state: State) -> dict[str, list[dict[str, Any]]]:
+    index: dict[str, list[dict[str, Any]]] = {}
     for item in state.feedback.values():
-        if item.get("run_id") != run_id:
-            continue
+        index.setdefault(str(item.get("run_id")), []).append(item)
+    return index
+
+
+def _feedback_stats(feedback: list[dict[str, Any]]) -> dict[str, Any]:
+    stats: dict[str, Any] = {}
+    for item in feedback:
         entry = stats.setdefault(item["key"], {"n": 0, "scores": []})
         entry["n"] += 1
         if isinstance(item.get("score"), int | float):
@@ -212,8 +217,9 @@ def _feedback_stats(state: State, run_id: str) -> dict[str, Any]:
     }
 
 
-def v2_value(state: State, run: dict[str, Any], field: str) -> Any:
-    """One `selects` field of a stored run, named and shaped as the v2 `Run` model has it."""
+def v2_value(feedback: dict[str, list[dict[str, Any]]], run: dict[str, Any], field: str) -> Any:
+    """One `selects` field of a stored run, named and shaped as the v2 `Run` model has it
+    (`feedback`: every feedback item by run id)."""
     metadata = (run.get("extra") or {}).get("metadata") or {}
     start, end = parse_time(run.get("start_time")), parse_time(run.get("end_time"))
     special: dict[str, Any] = {
@@ -226,7 +232,7 @@ def v2_value(state: State, run: dict[str, Any], field: str) -> Any:
         "INPUTS_PREVIEW": lambda: _preview(run.get("inputs")),
         "OUTPUTS_PREVIEW": lambda: _preview(run.get("outputs")),
         "ERROR_PREVIEW": lambda: (run.get("error") or None) and str(run["error"])[:150],
-        "FEEDBACK_STATS": lambda: _feedback_stats(state, run["id"]) or run.get("feedback_stats"),
+        "FEEDBACK_STATS": lambda: _feedback_stats(feedback.get(run["id"], [])) or run.get("feedback_stats"),
         "TAGS": lambda: run.get("tags") or [],
     }
     getter = special.get(field)
@@ -244,8 +250,9 @@ def _selects(value: Any) -> list[str]:
     return ["ID", *value]
 
 
-def _v2_item(state: State, run: dict[str, Any], selects: list[str]) -> dict[str, Any]:
-    return {field.lower(): v2_value(state, run, field) for field in dict.fromkeys(selects)}
+def _v2_items(state: State, runs: list[dict[str, Any]], selects: list[str]) -> list[dict[str, Any]]:
+    feedback = _feedback_by_run(state) if "FEEDBACK_STATS" in selects else {}
+    return [{field.lower(): v2_value(feedback, run, field) for field in dict.fromkeys(selects)} for run in runs]
 
 
 def _time_param(body: dict[str, Any], name: str) -> datetime | None:
@@ -297,7 +304,6 @@ async def query_runs_v2(request: Request, state: State) -> Response:
     ids, examples = _uuid_list(body, "ids"), _uuid_list(body, "reference_examples")
     trace = uuid_or_none(body["trace_id"]) if body.get("trace_id") is not None else None
     matching = _Matching(state, filters, fb_min, fb_max)
-    feedback_bounded = bool(fb_min or fb_max)
     found = [
         r
         for r in state.runs.values()
@@ -311,12 +317,11 @@ async def query_runs_v2(request: Request, state: State) -> Response:
         and (body.get("is_root") is None or (not r.get("parent_run_id")) == bool(body["is_root"]))
         and (body.get("run_type") is None or r.get("run_type") == body["run_type"])
         and (body.get("has_error") is None or bool(r.get("error")) == bool(body["has_error"]))
-        and (not feedback_bounded or r["id"] in matching.feedback_by_run)
         and matching(r)
     ]
     found = _newest_first(found)
     offset = _decode_cursor(body.get("cursor"))
-    items = [_v2_item(state, r, selects) for r in found[offset : offset + page_size]]
+    items = _v2_items(state, found[offset : offset + page_size], selects)
     following = _encode_cursor(offset + page_size) if offset + page_size < len(found) else None
     return JSONResponse({"items": items, "next_cursor": following})
 
@@ -336,4 +341,4 @@ async def retrieve_run_v2(request: Request, state: State) -> Response:
     run = state.runs.get(run_id)
     if run is None or run.get("session_id") != project:
         return JSONResponse({"detail": "Run not found"}, status_code=404)
-    return JSONResponse(_v2_item(state, run, _selects(params.getlist("selects") or None)))
+    return JSONResponse(_v2_items(state, [run], _selects(params.getlist("selects") or None))[0])

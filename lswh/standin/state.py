@@ -72,6 +72,17 @@ class Unprocessable(ApiError):
         super().__init__(422, detail)
 
 
+def uuid_params(request: Request, name: str) -> list[str]:
+    """A repeatable UUID query parameter; one malformed value refuses the request with 422, as
+    LangSmith's API validates its parameters (issue 9: a malformed run id fails the whole listing)."""
+    values = request.query_params.getlist(name)
+    ids = [uuid_or_none(v) for v in values]
+    bad = [v for v, i in zip(values, ids, strict=True) if i is None]
+    if bad:
+        raise Unprocessable(f"{name}: not a UUID: {bad[0][:80]!r}")
+    return [str(i) for i in ids]
+
+
 def detail(status: int, text: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": text}, status_code=status, headers=headers)
 
@@ -141,6 +152,7 @@ class State:
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     feedback: dict[str, dict[str, Any]] = field(default_factory=dict)
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    queues: dict[str, dict[str, Any]] = field(default_factory=dict)
     objects: dict[str, S3Object] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     races: list[Race] = field(default_factory=list)
@@ -182,6 +194,7 @@ class State:
             self.feedback.clear()
             self.objects.clear()
             self.rules.clear()
+            self.queues.clear()
 
 
 def state_of(request: Request) -> State:

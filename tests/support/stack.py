@@ -105,6 +105,13 @@ class StandIn:
     def add_rules(self, rules: list[dict[str, Any]]) -> list[str]:
         return self.admin("POST", "rules", rules)["ids"]  # type: ignore[no-any-return]
 
+    def add_queue(self, name: str) -> str:
+        """An annotation queue; returns its id."""
+        return str(self.admin("POST", "annotation-queues", {"name": name})["id"])
+
+    def queue_items(self, queue_id: str) -> list[dict[str, Any]]:
+        return self.admin("GET", f"annotation-queues/{queue_id}/items")  # type: ignore[no-any-return]
+
     def runs(self) -> list[dict[str, Any]]:
         return self.admin("GET", "runs")  # type: ignore[no-any-return]
 

@@ -463,7 +463,7 @@ def test_object_over_the_size_cap_is_cut_off_and_fails_the_run(
     assert fetcher.post(delivery([endless, fine])).status_code == 202
     fetcher.wait_examples([fine["id"]])
     failed = failed_run_job(fetcher, endless["id"], timeout=60)
-    assert failed.exc_info.strip().endswith(
+    assert failed.latest_result().exc_string.strip().endswith(
         f"run {endless['id']}: inputs: object is larger than {MAX_OBJECT_BYTES} bytes"
     )
     assert MAX_OBJECT_BYTES < listed.sent < MAX_OBJECT_BYTES + 16 * 1024 * 1024  # stopped reading
@@ -479,7 +479,7 @@ def test_object_declaring_a_size_over_the_cap_is_not_read(fetcher: Pipeline, sta
         run = with_inputs_url(standin, url)
         assert fetcher.post(delivery([run])).status_code == 202
         failed = failed_run_job(fetcher, run["id"], timeout=60)
-        assert failed.exc_info.strip().endswith(f"object is larger than {MAX_OBJECT_BYTES} bytes")
+        assert failed.latest_result().exc_string.strip().endswith(f"object is larger than {MAX_OBJECT_BYTES} bytes")
     finally:
         standin.admin("DELETE", f"s3/{key}")
 

@@ -89,6 +89,11 @@ def test_a_long_retry_after_is_never_slept() -> None:
     assert _decide(503, 2.0, 0, 0) == "retry"
 
 
+def test_a_short_retry_after_on_a_429_is_slept_not_a_whole_window() -> None:
+    assert _decide(429, 2.0, 0, 0) == "retry"
+    assert _decide(429, 2.0, 0, STATUS_RETRIES) == "return"
+
+
 def test_metric_routes_hide_ids_so_labels_stay_few() -> None:
     from workers.langsmith_http import route_label
 

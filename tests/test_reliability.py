@@ -121,7 +121,7 @@ def test_feedback_listing_answering_500_is_retried(faulty: Pipeline, standin: St
 def test_run_reads_answering_503_are_retried(faulty: Pipeline, standin: StandIn) -> None:
     run = fresh_run()  # no inputs, no URLs: read through the API
     standin.add_runs([{**run, "inputs": {"from": "api"}, "outputs": {"answer": "api"}}])
-    with injected(standin, f"GET /runs/{run['id']}", times=3, status=503):
+    with injected(standin, "POST /api/v2/runs/query", times=3, status=503):
         delivery_job(faulty, faulty.post(delivery([run])))
         example = assert_one_example_each(faulty, [run["id"]])[run["id"]]
         assert example["inputs"] == {"from": "api"}
@@ -132,13 +132,13 @@ def test_run_still_failing_after_the_last_retry_is_split_off_and_requeueable(
 ) -> None:
     ok, stuck = fresh_run(inputs={"q": 1}, outputs={"a": 1}), fresh_run()
     standin.add_runs([{**stuck, "inputs": {"from": "api"}}])
-    # Every try of every attempt (1 + RETRIES jobs, three SDK tries each) answers 503.
-    with injected(standin, f"GET /runs/{stuck['id']}", times=3 * (1 + RETRIES), status=503):
+    # Every try of every attempt (1 + RETRIES jobs, three tries each) answers 503.
+    with injected(standin, "POST /api/v2/runs/query", times=3 * (1 + RETRIES), status=503):
         job = delivery_job(faulty, faulty.post(delivery([ok, stuck])))
         assert_one_example_each(faulty, [ok["id"]])
         failed = failed_run_job(faulty, stuck["id"], timeout=60)
-    assert failed.exc_info.strip().endswith(
-        f"run {stuck['id']}: reading the run through the API: LangSmith answered 503"
+    assert failed.latest_result().exc_string.strip().endswith(
+        f"run {stuck['id']}: reading runs through the API: LangSmith answered 503"
     )
     assert failed.args[:2] == (job.args[0], stuck["id"])  # ids only
     faulty.wait_idle()
@@ -194,9 +194,9 @@ def test_run_found_nowhere_fails_alone_and_at_once(faulty: Pipeline, standin: St
     job = delivery_job(faulty, faulty.post(delivery([orphan, fine])))
     assert_one_example_each(faulty, [fine["id"]])
     failed = failed_run_job(faulty, orphan["id"])
-    assert failed.exc_info.strip().endswith(
-        f"run {orphan['id']}: inputs: no inline inputs, no usable presigned URL, "
-        "and the run is not readable through the API"
+    assert failed.latest_result().exc_string.strip().endswith(
+        f"run {orphan['id']}: inputs and outputs: no inline value, no usable presigned URL, "
+        "and the API did not return the run"
     )
     faulty.wait_idle()
     job.refresh()
@@ -321,7 +321,7 @@ def test_redis_stopping_loses_no_accepted_delivery(durable_redis: RedisServer, s
         busy = fresh_run()
         standin.add_runs([{**busy, "inputs": {"from": "api"}}])
         queued = [inline_runs(2) for _ in range(5)]
-        with injected(standin, f"GET /runs/{busy['id']}", times=1, stall_seconds=2):
+        with injected(standin, "POST /api/v2/runs/query", times=1, stall_seconds=2):
             assert stack.post(delivery([busy])).status_code == 202
             for runs in queued:
                 assert stack.post(delivery(runs)).status_code == 202
@@ -339,7 +339,7 @@ def test_redis_stopping_loses_no_accepted_delivery(durable_redis: RedisServer, s
         # worker restarts it at its next maintenance).
         after = fresh_run()
         standin.add_runs([{**after, "inputs": {"from": "api"}}])
-        with injected(standin, f"GET /runs/{after['id']}", times=3, status=503):
+        with injected(standin, "POST /api/v2/runs/query", times=3, status=503):
             assert stack.post(delivery([after])).status_code == 202
             every = [r["id"] for runs in queued for r in runs] + [busy["id"], after["id"]]
             assert_one_example_each(stack, every, timeout=120)

@@ -80,6 +80,8 @@ def _decide(status: int, retry_after: float | None, rate_limited: int, attempts:
     """What to do with an answer: "return" it, "pause" (429: wait for the window) or "retry"."""
     if retry_after is not None and retry_after > MAX_SLEPT_RETRY_AFTER:
         return "return"
+    if status == 429 and retry_after is not None:  # LangSmith sends none; a proxy that does is believed
+        return "retry" if attempts < STATUS_RETRIES else "return"
     if status == 429:
         return "pause" if rate_limited < MAX_RATE_LIMITED else "return"
     if status in TRANSIENT_STATUSES and attempts < STATUS_RETRIES:

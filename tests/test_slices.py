@@ -208,3 +208,61 @@ def test_run_refused_by_the_api_fails_while_its_neighbours_land(redis_server: Re
         assert runs[0]["id"] not in examples
     finally:
         stack.stop()
+
+
+# --- someone else writes the same example at the same moment ----------------------------------
+
+
+def examples_by_id(standin: StandIn, stack: Pipeline, runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The examples of these runs, found by their ids (uuid5 of dataset and run): the other
+    writer of a race did not set source_run_id."""
+    from workers.examples import example_id
+
+    [dataset] = [d for d in standin.admin("GET", "datasets") if d["name"] == stack.dataset]
+    wanted = {example_id(dataset["id"], r["id"]): r["id"] for r in runs}
+    found: dict[str, list[dict[str, Any]]] = {}
+    for example in standin.examples(stack.dataset):
+        if example["id"] in wanted:
+            found.setdefault(wanted[example["id"]], []).append(example)
+    return found
+
+
+def test_bulk_create_refused_whole_for_one_raced_example_costs_nothing(redis_server: RedisServer,
+                                                                       standin: StandIn) -> None:
+    """Between our listing and our create another writer creates one of the examples: LangSmith
+    refuses the whole bulk create with 409. The next round compares again; every run lands once."""
+    stack = Pipeline(redis_server, standin, db=40)
+    try:
+        stack.redis.flushdb()
+        runs = [fresh_run(inputs={"q": i}, outputs={"a": i}) for i in range(10)]
+        standin.race(times=1, per_list=1)
+        figures = wait_accounted(stack, delivery_id(stack.post(delivery(runs))), 10)
+        assert not standin.pending_races(), "the race never happened: the test would prove nothing"
+        assert figures["failed"] == 0 and figures["written"] + figures["updated"] == 10, figures
+        examples = examples_by_id(standin, stack, runs)
+        assert {r["id"]: [e["inputs"] for e in examples[r["id"]]] for r in runs} == \
+            {r["id"]: [{"q": i}] for i, r in enumerate(runs)}
+    finally:
+        stack.stop()
+
+
+def test_conflicts_outlasting_every_round_are_retried_not_failed(redis_server: RedisServer,
+                                                                standin: StandIn) -> None:
+    from workers.writer import MAX_CONFLICT_ROUNDS
+
+    stack = Pipeline(redis_server, standin, db=41)
+    try:
+        stack.redis.flushdb()
+        runs = [fresh_run(inputs={"q": i}, outputs={"a": i}) for i in range(4)]
+        # Every round of the first attempt loses a race: "kept conflicting" is transient.
+        standin.race(times=MAX_CONFLICT_ROUNDS, per_list=1)
+        response = stack.post(delivery(runs))
+        figures = wait_accounted(stack, delivery_id(response), 4, timeout=60)
+        assert figures["failed"] == 0, figures
+        job = Job.fetch(contract.delivery_job_id(response.json()["delivery_id"]), connection=stack.redis)
+        assert job.retries_left is not None and job.retries_left < int(stack.env.get("LSWH_RETRIES", "5"))
+        examples = examples_by_id(standin, stack, runs)
+        assert all(len(examples[r["id"]]) == 1 and examples[r["id"]][0]["inputs"] == {"q": i}
+                   for i, r in enumerate(runs))
+    finally:
+        stack.stop()

@@ -186,3 +186,22 @@ def test_429_storm_pauses_and_recovers_without_failing_a_run(redis_server: Redis
         assert 1 <= len(pauses) <= 4, pauses  # one line per pause, never one per waiting request
     finally:
         stack.stop()
+
+
+def test_run_with_only_an_id_cannot_be_located_on_a_v2_only_server(redis_server: RedisServer,
+                                                                  standin: StandIn) -> None:
+    """The v2 query needs a project and a start time; a server without v1 has no other way."""
+    standin.admin("POST", "info", {"profile": "v2-only"})
+    stack = Pipeline(redis_server, standin, db=42, LANGSMITH_API_KEY=fresh_key())
+    try:
+        stack.redis.flushdb()
+        bare = {"id": str(uuid.uuid4())}
+        located = api_only_runs(standin, 1)[0]
+        figures = accounted(stack, stack.post(delivery([bare, located])), 2)
+        assert (figures["written"], figures["failed"]) == (1, 1), figures
+        [job] = [j for j in stack.failed_jobs() if j.func_name == contract.RUN_JOB]
+        result = job.latest_result()
+        assert result is not None and f"run {bare['id']}: cannot locate run" in (result.exc_string or "")
+    finally:
+        standin.admin("POST", "info", {"profile": "cloud"})
+        stack.stop()

@@ -19,8 +19,8 @@ from starlette.routing import Route
 from ingress.auth import bearer_secret, is_authorized, query_secret
 from ingress.body import BODY_TIMEOUT_SECONDS, BadLength, BodyTooLarge, BodyTooSlow, read_limited
 from ingress.enqueue import DeliveryQueue
-from ingress.payload import BadDelivery, parse_delivery
-from lswh_core.contract import delivery_id_of
+from ingress.parsing import BodyChecker, ParserUnavailable
+from ingress.payload import BadDelivery
 from lswh_core.redact import install_log_redaction
 from lswh_core.redis import async_redis
 from lswh_core.settings import Settings
@@ -62,11 +62,11 @@ async def receive_delivery(request: Request) -> Response:
     except BodyTooSlow:
         return error(408, f"body not received within {BODY_TIMEOUT_SECONDS:g} s", {"Connection": "close"})
     try:
-        delivery = parse_delivery(body)
+        delivery_id, runs = await state.checker.check(body)  # large bodies off the event loop
     except BadDelivery as exc:
         return error(400, str(exc))
-    delivery_id = delivery_id_of(body)
-    runs = len(delivery["runs"])
+    except ParserUnavailable:
+        return unavailable("parser restarting, retry later")
     try:
         async with asyncio.timeout(ENQUEUE_BUDGET_SECONDS):  # no extra Task, unlike wait_for
             stored = await state.queue.store(body, delivery_id, runs)
@@ -115,9 +115,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         client = async_redis(settings.redis_url)
         app.state.redis = client
         app.state.queue = DeliveryQueue(client, settings)
+        await app.state.checker.start()
         try:
             yield
         finally:
+            app.state.checker.close()
             await client.aclose()
 
     app = Starlette(
@@ -130,6 +132,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.checker = BodyChecker()
     app.state.secrets = tuple(s.encode() for s in settings.secrets)
     return app
 

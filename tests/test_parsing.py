@@ -124,3 +124,30 @@ def test_small_deliveries_are_answered_while_large_ones_are_parsed(ingress: str)
         thread.join(60)
     assert answers == [202] * 4
     assert len(small_before_last_large) >= 3 and set(small_before_last_large) == {202}
+
+
+def test_a_killed_parse_process_answers_unavailable_once_then_a_new_pool_parses() -> None:
+    """The OOM killer may take a parse process: that delivery gets 503 (LangSmith retries),
+    the next ones are parsed by a fresh pool."""
+    import multiprocessing
+    import os
+    import signal
+
+    from ingress.parsing import ParserUnavailable
+
+    body = large_body(INLINE_MAX_BYTES * 2)
+    checker = BodyChecker(processes=1)
+    try:
+        async def go() -> tuple[str, int]:
+            others = set(multiprocessing.active_children())
+            await checker.start()
+            for child in set(multiprocessing.active_children()) - others:
+                os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+                child.join(10)
+            with pytest.raises(ParserUnavailable):
+                await checker.check(body)
+            return await checker.check(body)
+
+        assert asyncio.run(go()) == (delivery_id_of(body), len(json.loads(body)["runs"]))
+    finally:
+        checker.close()

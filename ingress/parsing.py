@@ -1,13 +1,15 @@
 """Check a delivery's body without stalling the event loop: small ones inline, large ones in
 a pool of processes.
 
-Measured (bench/ingress_large.py --measure-parse, this machine): parse_delivery takes 0.03 ms
-at 1.5 KB, 0.8 ms at 64 KiB, 24 ms at 1 MiB and 650 ms at 25 MiB, of which orjson.loads is
-360 ms. orjson holds the GIL for the whole of it, so a thread would not help: the event loop
-would still wait out every parse, and four 25 MiB bodies would hold small deliveries for over
-a second. A process does the parse on another core; the body crosses a pipe (written by the
-executor's feeder thread, GIL released) and only the run count comes back. At or under
-INLINE_MAX_BYTES the parse costs less than the trip to a process, so it stays inline.
+Measured (bench/ingress_large.py --measure-parse, the shared 2-core machine, quiet / busy):
+parse_delivery takes 0.01 / 0.03 ms at 1.5 KB, 0.2 / 0.8 ms at 64 KiB, 4 / 24 ms at 1 MiB and
+156 / 650 ms at 25 MiB, of which orjson.loads is 87 / 360 ms. orjson holds the GIL throughout,
+so a thread would not help: the event loop would still wait out every parse, and four 25 MiB
+bodies would hold small deliveries for up to a second or more. A process parses on another
+core; the body crosses a pipe (written by the executor's feeder thread, GIL released) and only
+the run count comes back. The trip costs ~1 ms at 64 KiB and ~3 ms at 256 KiB (quiet), but
+the event loop is stalled only while the body is copied, not while it is parsed. At or under
+INLINE_MAX_BYTES the stall of parsing inline stays under a millisecond, so it stays inline.
 
 The pool is small on purpose: it also bounds how many large bodies are expanded into Python
 objects at once (a 25 MiB body takes ~200 MB while parsed); more wait their turn.

@@ -22,8 +22,8 @@ from ingress.auth import bearer_secret, is_authorized, query_secret
 from ingress.body import BODY_TIMEOUT_SECONDS, BadLength, BodyTooLarge, BodyTooSlow, read_limited
 from ingress.enqueue import DeliveryQueue
 from ingress.metrics import IngressMetrics
-from ingress.payload import BadDelivery, parse_delivery
-from lswh_core.contract import delivery_id_of
+from ingress.parsing import BodyChecker, ParserUnavailable
+from ingress.payload import BadDelivery
 from lswh_core.logs import TRUSTED
 from lswh_core.redact import install_log_redaction
 from lswh_core.redis import async_redis
@@ -92,11 +92,11 @@ async def _receive_delivery(request: Request) -> Response:
         return error(408, f"body not received within {BODY_TIMEOUT_SECONDS:g} s", {"Connection": "close"})
     request.state.body_bytes = len(body)
     try:
-        delivery = parse_delivery(body)
+        delivery_id, runs = await state.checker.check(body)  # large bodies off the event loop
     except BadDelivery as exc:
         return error(400, str(exc))
-    delivery_id = delivery_id_of(body)
-    runs = len(delivery["runs"])
+    except ParserUnavailable:
+        return unavailable("parser restarting, retry later")
     request.state.delivery_id, request.state.runs = delivery_id, runs
     try:
         async with asyncio.timeout(ENQUEUE_BUDGET_SECONDS):  # no extra Task, unlike wait_for
@@ -153,9 +153,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         client = async_redis(settings.redis_url)
         app.state.redis = client
         app.state.queue = DeliveryQueue(client, settings)
+        await app.state.checker.start()
         try:
             yield
         finally:
+            app.state.checker.close()
             await client.aclose()
 
     app = Starlette(
@@ -170,6 +172,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.state.settings = settings
     app.state.metrics = IngressMetrics()
+    app.state.checker = BodyChecker()
     app.state.secrets = tuple(s.encode() for s in settings.secrets)
     return app
 

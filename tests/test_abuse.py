@@ -4,6 +4,7 @@ Each gets a clear 4xx (or is never fetched), nothing is stored, and the process 
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
 import uuid
@@ -270,13 +271,19 @@ def test_clients_dribbling_headers_or_body_do_not_hold_the_ingress(gate: Pipelin
         for _ in range(3):
             for sock in slow:
                 sock.sendall(b" ")
-            started = time.monotonic()
             assert_healthy(gate)
-            assert time.monotonic() - started < 2
+            # Order, not a time bound: answered while every slow client is still held open.
+            assert not [sock for sock in slow if answered(sock)]
             time.sleep(0.5)
     finally:
         for sock in slow:
             sock.close()
+
+
+def answered(sock: socket.socket) -> bool:
+    """The server wrote to or closed this connection (readable now; nothing read, no waiting)."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
 
 
 BODY_TIMEOUT = 10  # what the ingress allows for reading a body (proposed: ingress/body.py)
@@ -302,8 +309,7 @@ def test_client_dribbling_its_body_is_answered_408_and_cut_off(gate: Pipeline) -
                 answer = sock.recv(4096)
             except BlockingIOError:
                 pass
-        assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
-        assert time.monotonic() - started < BODY_TIMEOUT + 3
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:100]  # within the loop's bounded wait
 
 
 def test_the_tls_proxy_bounds_what_uvicorn_cannot() -> None:

@@ -104,10 +104,16 @@ def test_long_retry_after_reschedules_the_job_and_frees_the_worker(faulty: Pipel
         scheduled = ScheduledJobRegistry(queue=Queue("lswh", connection=faulty.redis))
         wait_for(lambda: job.id in scheduled.get_job_ids(), 10, "the job to be rescheduled")
     # The only worker is free: another delivery goes through while the first one waits.
-    faulty.post(delivery(other))
-    assert_one_example_each(faulty, [r["id"] for r in other], timeout=8)
-    assert not standin.examples_by_run([r["id"] for r in held], faulty.dataset)
+    other_job = delivery_job(faulty, faulty.post(delivery(other)))
+    assert_one_example_each(faulty, [r["id"] for r in other])
     assert_one_example_each(faulty, [r["id"] for r in held], timeout=40)
+    faulty.wait_idle()
+    job.refresh()
+    other_job.refresh()
+    # Order, as RQ recorded it, not a time bound: the other delivery ended before the held
+    # one's retry started.
+    assert other_job.ended_at is not None and job.started_at is not None
+    assert other_job.ended_at < job.started_at
     assert time.monotonic() - started >= 11  # Retry-After honoured (RQ schedules to the whole second)
 
 
@@ -217,11 +223,14 @@ def test_same_delivery_five_times_at_once_and_again_later_is_one_job(pipeline: P
     assert len({a.json()["delivery_id"] for a in answers}) == 1
     assert_one_example_each(pipeline, [r["id"] for r in runs])
     pipeline.wait_idle()
+    first_run = delivery_job(pipeline, answers[0]).ended_at
     again = pipeline.post(body)
     assert (again.status_code, again.json()["duplicate"]) == (202, True)
     job_ids = Queue("lswh", connection=pipeline.redis).finished_job_registry.get_job_ids()
     assert job_ids.count(f"delivery-{again.json()['delivery_id']}") == 1
-    time.sleep(1)
+    # A late duplicate would need the job to run again: nothing waits to, and it did not.
+    pipeline.wait_idle()
+    assert delivery_job(pipeline, again).ended_at == first_run
     assert_one_example_each(pipeline, [r["id"] for r in runs])
 
 
@@ -276,19 +285,16 @@ def durable_redis() -> Iterator[RedisServer]:
     server.stop()
 
 
-def _post_timed(stack: Pipeline, body: dict[str, Any]) -> tuple[int, float, httpx.Response]:
-    started = time.monotonic()
-    response = httpx.post(f"{stack.url}/webhooks/langsmith", params={"secret": SECRET}, json=body, timeout=10)
-    return response.status_code, time.monotonic() - started, response
+# LangSmith counts a slower answer as failed: the one bound these tests hold the ingress to is
+# that an answer arrives before it, as a client timeout (the ~2 s it takes is the README's figure).
+LANGSMITH_DEADLINE = 5.0
 
 
 def _assert_unavailable(stack: Pipeline) -> None:
-    status, took, response = _post_timed(stack, delivery(inline_runs(1)))
-    assert (status, response.headers.get("retry-after")) == (503, "1"), response.text
-    assert took < 3
-    started = time.monotonic()
-    assert httpx.get(f"{stack.url}/readyz", timeout=10).status_code == 503
-    assert time.monotonic() - started < 3
+    response = httpx.post(f"{stack.url}/webhooks/langsmith", params={"secret": SECRET},
+                          json=delivery(inline_runs(1)), timeout=LANGSMITH_DEADLINE)
+    assert (response.status_code, response.headers.get("retry-after")) == (503, "1"), response.text
+    assert httpx.get(f"{stack.url}/readyz", timeout=LANGSMITH_DEADLINE).status_code == 503
 
 
 def test_redis_hanging_answers_503_fast_and_recovers(durable_redis: RedisServer, standin: StandIn) -> None:

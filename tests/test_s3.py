@@ -55,3 +55,13 @@ def test_http_only_when_the_entry_says_so() -> None:
     rules = parse_rules(("http://minio.internal.test:9000",))
     assert allowed("http://minio.internal.test:9000/b/k", rules)
     assert not allowed("https://minio.internal.test:9000/b/k", rules)
+
+
+@pytest.mark.parametrize("host", ["127.1", "2130706433", "0x7f.0.0.1", "0177.0.0.1", "10.1", "169.254.43518"])
+def test_numeric_spellings_of_internal_addresses_never_match_a_glob(host: str) -> None:
+    """Connecting reads these as 127.0.0.1, 10.0.0.1, 169.254.169.254 (inet_aton)."""
+    assert not allowed(f"http://{host}:9000/k", parse_rules(("http://*:9000",)))
+
+
+def test_a_public_name_still_matches_a_glob() -> None:
+    assert allowed("http://minio.example.com:9000/k", parse_rules(("http://*:9000",)))

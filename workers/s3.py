@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import socket
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,6 +15,7 @@ import orjson
 from lswh_core.allowlist import HostRule as HostRule
 from lswh_core.allowlist import parse_rules as parse_rules
 from workers.errors import TRANSIENT_STATUSES, RunError
+from workers.transport import AddressBlocked
 
 MAX_OBJECT_BYTES = 64 * 1024 * 1024
 FETCH_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
@@ -24,9 +26,14 @@ def _is_internal(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        address = ipaddress.ip_address(host)
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host)
     except ValueError:
-        return False
+        try:
+            # Connecting reads `127.1`, `2130706433` or `0x7f.1` as 127.0.0.1 (inet_aton), while
+            # ip_address refuses them; a glob must not let one through as if it were a name.
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except (OSError, UnicodeError):
+            return False
     return not address.is_global
 
 
@@ -58,7 +65,8 @@ def allowed(url: str, rules: tuple[HostRule, ...]) -> bool:
 
 
 class ObjectUnusable(Exception):
-    """Expired, gone, redirected: use the API instead (SPEC: inputs/outputs fallback)."""
+    """Expired, gone, redirected, or its host resolves to an address we never connect to: use
+    the API instead (SPEC: a URL that is not allowed counts as missing)."""
 
 
 async def fetch_json(client: httpx.AsyncClient, url: str, what: str) -> Any:
@@ -81,6 +89,8 @@ async def fetch_json(client: httpx.AsyncClient, url: str, what: str) -> Any:
                 if size > MAX_OBJECT_BYTES:
                     raise RunError(f"{what}: object is larger than {MAX_OBJECT_BYTES} bytes", transient=False)
                 chunks.append(chunk)
+    except AddressBlocked:
+        raise ObjectUnusable(f"{what}: object store host resolves to an internal address") from None
     except httpx.TimeoutException:
         raise RunError(f"{what}: object store timed out", transient=True) from None
     except httpx.TransportError as exc:

@@ -36,12 +36,31 @@ from lswh_core.settings import Settings, SettingsError
 log = logging.getLogger("lswh.worker")
 
 HEARTBEAT_SECONDS = 5
+# `--burst` looks this often whether anything is left to wait for (3 Redis reads).
+DRAIN_POLL_SECONDS = 1
 HEARTBEAT_TTL_SECONDS = 20  # four missed beats: the worker is gone
 MAINTENANCE_SECONDS = 10  # how often each worker offers to look for abandoned jobs (one does)
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class PipelineWorker(SimpleWorker):
+    # `lswh worker --burst`: work like a long-running worker (scheduler process on, so retries
+    # scheduled minutes away are enqueued when due), and leave once nothing is left to wait for.
+    drain: bool = False
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None,
+                                     max_idle_time: int | None = None) -> tuple[Job, RQQueue] | None:
+        if not self.drain:
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        while not self._stop_requested:
+            # RQ gives up after max_idle_time of blocking dequeue: the worker stays registered
+            # and its scheduler running between looks (RQ's own burst would quit and, called
+            # again, build and register a new worker each time).
+            found = super().dequeue_job_and_maintain_ttl(DRAIN_POLL_SECONDS, DRAIN_POLL_SECONDS)
+            if found is not None or _idle(self.queues[0]):
+                return found
+        return None
+
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # SimpleWorker would use the whole job timeout (+60 s), RQ's base rule the monitoring
         # interval + 60 s: a dead worker's job would sit "started" for 11 or 1 minutes.
@@ -147,19 +166,12 @@ def main(burst: bool = False) -> int:
     connection = sync_redis(settings.redis_url)
     queue = Queue(contract.QUEUE, connection=connection)
 
-    def make_worker() -> PipelineWorker:
-        from workers.jobs import on_job_exception
+    from workers.jobs import on_job_exception
 
-        return PipelineWorker([queue], connection=connection, job_monitoring_interval=HEARTBEAT_SECONDS,
-                              maintenance_interval=MAINTENANCE_SECONDS, exception_handlers=[on_job_exception])
-
-    if not burst:
-        make_worker().work(with_scheduler=True, logging_level="INFO")
-        return 0
+    worker = PipelineWorker([queue], connection=connection, job_monitoring_interval=HEARTBEAT_SECONDS,
+                            maintenance_interval=MAINTENANCE_SECONDS, exception_handlers=[on_job_exception])
     # RQ's burst stops at an empty queue; ours also waits out scheduled retries and jobs other
-    # workers are running (SPEC: --burst).
-    while True:
-        make_worker().work(burst=True, with_scheduler=True, logging_level="INFO")
-        if _idle(queue):
-            return 0
-        time.sleep(0.5)
+    # workers are running (SPEC: --burst), as one worker that stays registered throughout.
+    worker.drain = burst
+    worker.work(with_scheduler=True, logging_level="INFO")
+    return 0

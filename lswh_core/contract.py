@@ -44,7 +44,8 @@ def delivery_key(delivery_id: str) -> str:
 
 
 def done_key(delivery_id: str) -> str:
-    """Run ids of this delivery already written, so a retry redoes only the rest."""
+    """Run ids of this delivery already done, so a retry redoes only the rest; kept as long as
+    the raw body (LSWH_REPLAY_DAYS), the only thing a delivery job can process."""
     return f"{KEY_PREFIX}done:{delivery_id}"
 
 

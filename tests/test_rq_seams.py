@@ -231,17 +231,21 @@ def test_rq_schedules_a_retry_from_the_running_jobs_retry_intervals(db: redis.Re
 def test_split_off_run_sits_alone_in_the_failed_registry_and_requeues_as_a_run_job(db: redis.Redis) -> None:
     """split_off writes failed jobs through rq.job_lifecycle.record_job_failure (no worker)."""
     runtime = SimpleNamespace(redis=db, settings=Settings(redis_url=url_of(db), failed_keep_days=3))
-    jobs.split_off(runtime, DELIVERY, "rule-1", {"run-1": RunError("writing: LangSmith answered 400",  # type: ignore[arg-type]
-                                                                    transient=False)})
+    run = {"id": "run-1", "session_id": "project-1", "start_time": "2024-04-05T01:28:54+00:00"}
+    jobs.split_off(runtime, DELIVERY, "rule-1",  # type: ignore[arg-type]
+                   {"run-1": RunError("writing: LangSmith answered 400", transient=False)}, {"run-1": run})
     queue = Queue(contract.QUEUE, connection=db)
     registry = FailedJobRegistry(queue=queue)
     job_id = contract.run_job_id(DELIVERY, "run-1")
     assert registry.get_job_ids() == [job_id]
     job = Job.fetch(job_id, connection=db)
     assert job.get_status() == JobStatus.FAILED
-    assert job.exc_info is not None and job.exc_info.strip().endswith("run run-1: writing: LangSmith answered 400")
+    result = job.latest_result()
+    assert result is not None and (result.exc_string or "").strip().endswith("run run-1: writing: LangSmith answered 400")
     assert 2 * 86_400 < db.ttl(job.key) <= 3 * 86_400
-    assert (job.func_name, job.args) == (contract.RUN_JOB, (DELIVERY, "run-1", "rule-1"))
+    # ids and where to find the run again (project, start time): never a URL or a secret
+    assert (job.func_name, job.args) == (contract.RUN_JOB, (DELIVERY, "run-1", "rule-1", "project-1",
+                                                             "2024-04-05T01:28:54+00:00"))
     registry.requeue(job_id)
     assert queue.get_job_ids() == [job_id]
 

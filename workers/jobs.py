@@ -197,7 +197,8 @@ def mark_done(runtime: Runtime, delivery_id: str, run_ids: list[str]) -> None:
     key = contract.done_key(delivery_id)
     with runtime.redis.pipeline() as pipe:
         pipe.sadd(key, *run_ids)
-        pipe.expire(key, runtime.settings.keep_seconds)
+        # Only a delivery job reads it, and only while the raw body is there to process.
+        pipe.expire(key, runtime.settings.replay_seconds)
         pipe.execute()
 
 

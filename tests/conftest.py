@@ -30,3 +30,20 @@ def pipeline(redis_server: RedisServer, standin: StandIn) -> Iterator[Pipeline]:
     stack = Pipeline(redis_server, standin, db=0)
     yield stack
     stack.stop()
+
+
+@pytest.fixture(scope="module")
+def own_standin() -> Iterator[StandIn]:
+    """A stand-in of the module's own, for tests of the stand-in itself: the resets they make
+    never touch what other modules' pipelines wrote."""
+    server = StandIn()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh(own_standin: StandIn) -> Iterator[StandIn]:
+    """The module's own stand-in, emptied before and after the test."""
+    own_standin.admin("POST", "reset")
+    yield own_standin
+    own_standin.admin("POST", "reset")

@@ -15,9 +15,8 @@ from rq.registry import FailedJobRegistry
 from rq.utils import now
 
 from lswh_core import contract
-from tests.support.procs import RedisServer, wait_until
+from tests.support.procs import RedisServer
 from tests.support.stack import Pipeline, StandIn, delivery, fresh_run
-from workers import accounting
 
 RUN_READS = ("POST /api/v2/runs/query", "POST /runs/query", "GET /runs/{run_id}", "GET /api/v2/runs/{run_id}")
 
@@ -50,16 +49,7 @@ def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 
 def accounted(stack: Pipeline, response: Any, runs: int, timeout: float = 120.0) -> dict[str, int]:
     assert response.status_code == 202, response.text
-    did = response.json()["delivery_id"]
-    figures: dict[str, int] = {}
-
-    def closed() -> bool:
-        nonlocal figures
-        figures = accounting.read(stack.redis, did) or {}
-        return figures.get("received") == runs and figures.get("pending") == 0
-
-    wait_until(closed, timeout=timeout, interval=0.2, what=f"delivery {did} accounted")
-    return figures
+    return stack.wait_accounted(response.json()["delivery_id"], runs, timeout)
 
 
 @pytest.fixture

@@ -241,7 +241,8 @@ def test_split_off_run_sits_alone_in_the_failed_registry_and_requeues_as_a_run_j
     job = Job.fetch(job_id, connection=db)
     assert job.get_status() == JobStatus.FAILED
     result = job.latest_result()
-    assert result is not None and (result.exc_string or "").strip().endswith("run run-1: writing: LangSmith answered 400")
+    assert result is not None
+    assert (result.exc_string or "").strip().endswith("run run-1: writing: LangSmith answered 400")
     assert 2 * 86_400 < db.ttl(job.key) <= 3 * 86_400
     # ids and where to find the run again (project, start time): never a URL or a secret
     assert (job.func_name, job.args) == (contract.RUN_JOB, (DELIVERY, "run-1", "rule-1", "project-1",

@@ -42,17 +42,7 @@ def delivery_id(response: Any) -> str:
 
 
 def wait_accounted(stack: Pipeline, delivery: str, runs: int, timeout: float = 120.0) -> dict[str, int]:
-    from workers import accounting
-
-    figures: dict[str, int] = {}
-
-    def closed() -> bool:
-        nonlocal figures
-        figures = accounting.read(stack.redis, delivery) or {}
-        return figures.get("received") == runs and figures.get("pending") == 0
-
-    wait_until(closed, timeout=timeout, interval=0.2, what=f"delivery {delivery} to be accounted")
-    return figures
+    return stack.wait_accounted(delivery, runs, timeout)
 
 
 def exc_string(job: Job) -> str:

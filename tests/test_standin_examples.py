@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,22 +13,6 @@ from langsmith import AsyncLangsmith, Client
 from langsmith.utils import LangSmithConflictError, LangSmithError
 
 from tests.support.stack import StandIn, fresh_key
-
-pytestmark = pytest.mark.filterwarnings("error::DeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-def standin() -> Iterator[StandIn]:
-    server = StandIn()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def fresh(standin: StandIn) -> Iterator[StandIn]:
-    standin.admin("POST", "reset")
-    yield standin
-    standin.admin("POST", "reset")
 
 
 def sdk(standin: StandIn) -> Client:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -18,24 +17,10 @@ from tests.support.procs import free_port, python_module, wait_http
 from tests.support.stack import StandIn, fresh_key
 from tests.test_dev import start_dev  # noqa: F401 - the fixture that runs `lswh dev` as a user does
 
-pytestmark = pytest.mark.filterwarnings("error::DeprecationWarning")
-
 FIXTURE_RUN_ID = "6ab80f10-d79c-4fa2-b441-922ed6feb630"
 RUN = f"/runs/{FIXTURE_RUN_ID}"
 
 
-@pytest.fixture(scope="module")
-def standin() -> Iterator[StandIn]:
-    server = StandIn()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def fresh(standin: StandIn) -> Iterator[StandIn]:
-    standin.admin("POST", "reset")
-    yield standin
-    standin.admin("POST", "reset")
 
 
 def get(standin: StandIn, path: str, key: str) -> httpx.Response:

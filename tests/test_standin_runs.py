@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,22 +19,6 @@ from langsmith.utils import LangSmithError
 
 from tests.support.procs import free_port, python_module, wait_http
 from tests.support.stack import StandIn, fresh_key
-
-pytestmark = pytest.mark.filterwarnings("error::DeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-def standin() -> Iterator[StandIn]:
-    server = StandIn()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def fresh(standin: StandIn) -> Iterator[StandIn]:
-    standin.admin("POST", "reset")
-    yield standin
-    standin.admin("POST", "reset")
 
 
 def sdk(standin: StandIn, key: str | None = None) -> Client:

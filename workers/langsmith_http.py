@@ -89,6 +89,49 @@ def _decide(status: int, retry_after: float | None, rate_limited: int, attempts:
     return "return"
 
 
+class Attempts:
+    """One request's way through the policy: budget before each attempt, figures after it, and
+    what the answer means (send again now, after a delay, or return it)."""
+
+    def __init__(self, budget: Budget | None, route_of: RouteOf, recorder: Recorder | None, method: str,
+                 path: str) -> None:
+        self.budget = budget
+        self.recorder = recorder
+        self.route = route_of(method, path)
+        self.label = route_label(method, path)
+        self.rate_limited = self.retried = 0
+        self.started = 0.0
+
+    def waited(self, seconds: float) -> None:
+        """Budget was taken (after `seconds` of waiting); the attempt starts now."""
+        if self.recorder is not None and seconds:
+            self.recorder.budget_wait(self.route, seconds)
+        self.started = time.perf_counter()
+
+    def failed(self) -> None:
+        if self.recorder is not None:
+            self.recorder.request("langsmith", self.label, "error", time.perf_counter() - self.started)
+
+    def answered(self, status: int, retry_after_header: str | None) -> float | None:
+        """None: return the answer; else send again after that many seconds."""
+        if self.recorder is not None:
+            self.recorder.request("langsmith", self.label, str(status), time.perf_counter() - self.started)
+        retry_after = parse_retry_after(retry_after_header)
+        action = _decide(status, retry_after, self.rate_limited, self.retried)
+        if action == "return":
+            return None
+        if action == "retry":
+            self.retried += 1
+            return retry_after if retry_after is not None else _backoff(self.retried)
+        self.rate_limited += 1
+        if self.recorder is not None:
+            self.recorder.rate_limited(self.route)
+        if self.budget is None:
+            return _backoff(2)
+        self.budget.rate_limited(self.route)  # the next acquire waits out the pause
+        return 0.0
+
+
 class BudgetedAdapter(HTTPAdapter):
     """The hand-written client's transport: requests' adapter with the policy above."""
 
@@ -102,43 +145,20 @@ class BudgetedAdapter(HTTPAdapter):
         self.recorder = recorder
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
-        path = urlsplit(request.url or "").path
-        route = self.route_of(request.method or "GET", path)
-        label = route_label(request.method or "GET", path)
-        rate_limited = attempts = 0
+        attempts = Attempts(self.budget, self.route_of, self.recorder, request.method or "GET",
+                            urlsplit(request.url or "").path)
         while True:
-            if self.budget is not None:
-                waited = self.budget.acquire(route)
-                if self.recorder is not None and waited:
-                    self.recorder.budget_wait(route, waited)
-            started = time.perf_counter()
+            attempts.waited(self.budget.acquire(attempts.route) if self.budget is not None else 0.0)
             try:
                 response = super().send(request, *args, **kwargs)
             except requests.RequestException:
-                if self.recorder is not None:
-                    self.recorder.request("langsmith", label, "error", time.perf_counter() - started)
+                attempts.failed()
                 raise
-            if self.recorder is not None:
-                self.recorder.request("langsmith", label, str(response.status_code), time.perf_counter() - started)
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            action = _decide(response.status_code, retry_after, rate_limited, attempts)
-            if action == "return" or not _rewind(request):
+            delay = attempts.answered(response.status_code, response.headers.get("Retry-After"))
+            if delay is None or not _rewind(request):
                 return response
             response.close()
-            if action == "pause":
-                rate_limited += 1
-                self._paused(route)
-            else:
-                attempts += 1
-                time.sleep(retry_after if retry_after is not None else _backoff(attempts))
-
-    def _paused(self, route: str) -> None:
-        if self.recorder is not None:
-            self.recorder.rate_limited(route)
-        if self.budget is not None:
-            self.budget.rate_limited(route)
-        else:
-            time.sleep(_backoff(2))
+            time.sleep(delay)
 
 
 def _rewind(request: requests.PreparedRequest) -> bool:
@@ -164,39 +184,19 @@ class BudgetedTransport(httpx2.AsyncBaseTransport):
         self.recorder = recorder
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        route = self.route_of(request.method, request.url.path)
-        label = route_label(request.method, request.url.path)
-        rate_limited = attempts = 0
+        attempts = Attempts(self.budget, self.route_of, self.recorder, request.method, request.url.path)
         while True:
-            if self.budget is not None:
-                waited = await self.budget.acquire_async(route)
-                if self.recorder is not None and waited:
-                    self.recorder.budget_wait(route, waited)
-            started = time.perf_counter()
+            attempts.waited(await self.budget.acquire_async(attempts.route) if self.budget is not None else 0.0)
             try:
                 response = await self.inner.handle_async_request(request)
             except httpx2.TransportError:
-                if self.recorder is not None:
-                    self.recorder.request("langsmith", label, "error", time.perf_counter() - started)
+                attempts.failed()
                 raise
-            if self.recorder is not None:
-                self.recorder.request("langsmith", label, str(response.status_code), time.perf_counter() - started)
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            action = _decide(response.status_code, retry_after, rate_limited, attempts)
-            if action == "return":
+            delay = attempts.answered(response.status_code, response.headers.get("Retry-After"))
+            if delay is None:
                 return response
             await response.aclose()
-            if action == "pause":
-                rate_limited += 1
-                if self.recorder is not None:
-                    self.recorder.rate_limited(route)
-                if self.budget is not None:
-                    self.budget.rate_limited(route)
-                else:
-                    await asyncio.sleep(_backoff(2))
-            else:
-                attempts += 1
-                await asyncio.sleep(retry_after if retry_after is not None else _backoff(attempts))
+            await asyncio.sleep(delay)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

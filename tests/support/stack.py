@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import redis
 
-from tests.support.procs import ROOT, Proc, RedisServer, free_port, lswh, python_module, wait_http
+from tests.support.procs import ROOT, Proc, RedisServer, free_port, lswh, python_module, wait_http, wait_until
 
 FIXTURE = ROOT / "lswh" / "fixtures" / "langsmith_docs_payload.json"
 API_KEY = "lsv2-standin-key"
@@ -173,6 +173,20 @@ class Pipeline:
         missing = set(run_ids) - set(found)
         raise TimeoutError(f"no example for {len(missing)} runs, e.g. {sorted(missing)[:3]}; "
                            f"worker output:\n{self.workers[0].output()[-3000:] if self.workers else ''}")
+
+    def wait_accounted(self, delivery_id: str, runs: int, timeout: float = 120.0) -> dict[str, int]:
+        """Wait until every run of the delivery has an outcome (received = the rest, pending 0)."""
+        from workers import accounting
+
+        figures: dict[str, int] = {}
+
+        def closed() -> bool:
+            nonlocal figures
+            figures = accounting.read(self.redis, delivery_id) or {}
+            return figures.get("received") == runs and figures.get("pending") == 0
+
+        wait_until(closed, timeout=timeout, interval=0.2, what=f"delivery {delivery_id} to be accounted")
+        return figures
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Queue, scheduled and started registries empty."""

@@ -18,7 +18,7 @@ from tests.support.stack import Pipeline, StandIn, delivery, fresh_run
 from workers.accounting import record_outcomes, record_received, settle_requeued
 
 KEEP = 3600
-NOWHERE = "inputs: no inline inputs, no usable presigned URL, and the run is not readable through the API"
+NOWHERE = "inputs and outputs: no inline value, no usable presigned URL, and the API did not return the run"
 
 
 def cli(*args: str, env: dict[str, str]) -> tuple[int, str]:

@@ -118,6 +118,31 @@ def test_worker_killed_on_every_attempt_ends_with_per_run_failed_jobs(redis_serv
         stack.stop()
 
 
+@pytest.mark.slow  # one abandoned attempt: heartbeat TTL + RQ's scheduler lock
+def test_killed_job_is_picked_up_once_even_without_retries(redis_server: RedisServer, standin: StandIn) -> None:
+    stack = Pipeline(redis_server, standin, db=43, workers=0, LSWH_RETRIES="0")
+    try:
+        stack.redis.flushdb()
+        runs = [fresh_run(inputs={"q": i}, outputs={"a": i}) for i in range(1000)]
+        did = delivery_id(stack.post(delivery(runs)))
+        job_id, done_key = contract.delivery_job_id(did), contract.done_key(did)
+        standin.admin("POST", "latency", {"ms": 300})
+        worker = stack.add_worker()
+        wait_until(lambda: _started(stack, job_id) and stack.redis.scard(done_key) > 0,
+                   timeout=180, interval=0.1, what="a slice to be done")
+        worker.signal_group(signal.SIGKILL)
+        worker.popen.wait(5)
+        standin.admin("POST", "latency", {"ms": 0})
+        stack.add_worker()
+        figures = wait_accounted(stack, did, len(runs), timeout=240)
+        assert (figures["written"], figures["failed"]) == (len(runs), 0), figures
+        written = standin.examples_by_run([r["id"] for r in runs], stack.dataset)
+        assert len(written) == len(runs) and all(len(e) == 1 for e in written.values())
+    finally:
+        standin.admin("POST", "latency", {"ms": 0})
+        stack.stop()
+
+
 def test_job_out_of_time_resumes_at_the_next_slice(redis_server: RedisServer, standin: StandIn) -> None:
     stack = Pipeline(redis_server, standin, db=23, LSWH_JOB_TIMEOUT="6", LSWH_RETRIES="5")
     try:

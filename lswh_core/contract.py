@@ -49,6 +49,12 @@ def done_key(delivery_id: str) -> str:
     return f"{KEY_PREFIX}done:{delivery_id}"
 
 
+def actions_done_key(delivery_id: str) -> str:
+    """A hash of "<action key>:<run id>" -> outcome for the (action, run) pairs of this delivery
+    already done, so a failed action is retried alone; kept as long as the raw body."""
+    return f"{KEY_PREFIX}actions-done:{delivery_id}"
+
+
 def accounting_key(delivery_id: str) -> str:
     """Per-delivery run accounting: a hash of ACCOUNT_FIELDS counts, kept for LSWH_KEEP_DAYS."""
     return f"{KEY_PREFIX}acct:{delivery_id}"

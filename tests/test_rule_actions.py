@@ -258,7 +258,7 @@ def test_failing_transform_fails_that_run_alone_with_its_traceback(stack: Pipeli
     job = next(j for j in stack.failed_jobs() if bad["id"] in j.id)
     text = job.latest_result().exc_string.strip()  # type: ignore[union-attr]
     reason = "transform user_transforms:picky raised ValueError: cannot label ticket; called with api_key=<redacted>"
-    assert text.splitlines()[-1] == f"run {bad['id']}: {reason}"
+    assert text.splitlines()[-1] == f"workers.jobs.RunFailed: run {bad['id']}: {reason}"
     assert "Traceback (most recent call last)" in text and "user_transforms.py" in text
     assert 'raise ValueError("cannot label ticket' in text
     assert "sk-live-0123456789abcdef" not in text
@@ -416,3 +416,16 @@ def test_readme_worked_example(stack: Pipeline, standin: StandIn, review_queue: 
     assert sorted(items) == sorted([corrected_low["id"], low_uncorrected["id"]])
     # written: two examples (+ their queue adds); skipped: unscored, repeated (dedup)
     assert counts == {"received": 5, "written": 3, "skipped": 2}
+
+
+def test_a_run_delivered_again_is_not_added_to_the_queue_twice(stack: Pipeline, standin: StandIn,
+                                                               queue_id: str) -> None:
+    runs = [fresh_run(inputs={"again": i}, outputs={}) for i in range(2)]
+    first = stack.post(delivery(runs, rule_id=RULES["queue"])).json()
+    settled(stack, first["delivery_id"], 2)
+    # a new delivery (LangSmith matched the runs again, or a backfill): the examples and the queue
+    # already have them
+    second = stack.post(delivery(runs, rule_id=RULES["queue"], end_time="2024-04-07T00:00:00+00:00")).json()
+    assert settled(stack, second["delivery_id"], 2) == {"received": 2, "unchanged": 2}
+    ids = {r["id"] for r in runs}
+    assert sorted(i["run_id"] for i in standin.queue_items(queue_id) if i["run_id"] in ids) == sorted(ids)

@@ -191,10 +191,11 @@ def _process_run(delivery_id: str, run_id: str, rule_id: str | None, project_id:
     return f"run {run_id} {outcome}"
 
 
-def failure_text(run_id: str, error: RunError) -> str:
+def failure_text(run_id: str, error: RunError, prefix: str = "") -> str:
     """Ends with `run <run id>: <reason>`; a failing transform's (redacted) traceback goes above."""
     details = getattr(error, "details", "")
-    return f"{details}\n\nrun {run_id}: {error.reason}" if details else f"run {run_id}: {error.reason}"
+    last = f"{prefix}run {run_id}: {error.reason}"
+    return f"{details}\n\n{last}" if details else last
 
 
 def mark_done(runtime: Runtime, delivery_id: str, run_ids: list[str]) -> None:
@@ -239,7 +240,7 @@ def split_off(runtime: Runtime, delivery_id: str, rule_id: str | None, failures:
             )
             job.ended_at = now()
             job.save(pipeline=pipe)
-            record_job_failure(job, f"{RunFailed.__module__}.{RunFailed.__name__}: {failure_text(run_id, error)}",
+            record_job_failure(job, failure_text(run_id, error, f"{RunFailed.__module__}.{RunFailed.__name__}: "),
                                pipe)
             job.cleanup(ttl=settings.failed_keep_seconds, pipeline=pipe)
         pipe.sadd(queue.redis_queues_keys, queue.key)

@@ -25,7 +25,7 @@ from lswh_core.rules import Action
 from workers import dedup, feedback
 from workers.actions import annotation_queue, dataset, done, jsonl
 from workers.errors import RunError, classify
-from workers.examples import build_example
+from workers.examples import example_metadata
 from workers.hydrate import Hydrated, Hydrator, settle_from_api
 from workers.langsmith import RunRef
 from workers.outcome import worst
@@ -130,14 +130,15 @@ class _Slice:
 
     async def run(self, runs: list[dict[str, Any]]) -> tuple[Outcomes, list[dict[str, Any]]]:
         ids = [str(run["id"]) for run in runs]
+        # Redis calls run off the I/O loop, where other slices' requests may be in flight.
         if self.delivery_id is not None:
-            self.outcomes.update(done.read(self.runtime.redis, self.delivery_id,
-                                           [(a.key, run_id) for run_id in ids for a in self.actions]))
+            pairs = [(a.key, run_id) for run_id in ids for a in self.actions]
+            self.outcomes.update(await asyncio.to_thread(done.read, self.runtime.redis, self.delivery_id, pairs))
         todo = [run for run in runs if any((a.key, str(run["id"])) not in self.outcomes for a in self.actions)]
         deferred = await self._act(todo) if todo else []
         if self.delivery_id is not None:
-            done.record(self.runtime.redis, self.delivery_id, self.fresh,
-                        ttl_seconds=self.runtime.settings.replay_seconds)
+            await asyncio.to_thread(done.record, self.runtime.redis, self.delivery_id, self.fresh,
+                                    ttl_seconds=self.runtime.settings.replay_seconds)
         later = {str(run["id"]) for run in deferred}
         return ({run_id: worst(self.outcomes.get((a.key, run_id), SKIPPED) for a in self.actions)
                  for run_id in ids if run_id not in later}, deferred)
@@ -206,7 +207,10 @@ class _Slice:
                         ) -> None:
         """Transform, split and dedup each run for each example action, then write per action."""
         per_action: dict[str, tuple[Action, list[_Drafts]]] = {}
-        for item in hydrated:
+        # Delivery order, not the order fetches finished: of two runs with the same inputs under
+        # dedup, the earlier one is written, every time.
+        order = {run_id: index for index, run_id in enumerate(wanted)}
+        for item in sorted(hydrated, key=lambda item: order[item.id]):
             for action, correction in wanted[item.id].actions:
                 if item.error is not None:
                     self.settle(action, item.id, item.error)
@@ -228,12 +232,11 @@ class _Slice:
         run_outputs = item.values.get("outputs")
         outputs = correction if correction is not None else (run_outputs if action.outputs != "correction" else None)
         inputs = item.values.get("inputs") or {}
-        base = build_example(dataset_id="", run=item.run, rule_id=self.rule_id, inputs=inputs, outputs=outputs,
-                             scores=feedback.latest_scores(items))
+        metadata = example_metadata(item.run, self.rule_id, feedback.latest_scores(items))
         return HydratedRun(id=item.id, trace_id=item.run.get("trace_id"), name=item.run.get("name"),
                            run_type=item.run.get("run_type"), rule_id=self.rule_id, inputs=inputs, outputs=outputs,
                            run_outputs=run_outputs, correction=correction,
-                           feedback=[_feedback_item(i) for i in items], metadata=base["metadata"], run=item.run)
+                           feedback=[_feedback_item(i) for i in items], metadata=metadata, run=item.run)
 
     async def _write(self, action: Action, runs: list[_Drafts]) -> None:
         """One action's examples: ids, dedup claims, then the action's writer; a run's outcome
@@ -252,7 +255,7 @@ class _Slice:
             else:
                 for line in jsonl.jsonl_examples(target, run_id, drafts, split):
                     examples.append({**line, "source_run_id": run_id})
-        claims = self._claim(action, examples) if action.dedup else {}
+        claims = await asyncio.to_thread(self._claim, action, examples) if action.dedup else {}
         to_write = [e for e in examples if claims.get(e["id"]) is None]
         by_example: Outcomes = dict.fromkeys((e["id"] for e in examples if claims.get(e["id"]) is not None), SKIPPED)
         if action.kind == "dataset":
@@ -268,7 +271,8 @@ class _Slice:
             per_run[example["source_run_id"]].append(outcome)
             if action.dedup and isinstance(outcome, RunError) and not outcome.transient:
                 # Never written: a later run with these inputs must not be skipped for it.
-                dedup.release(self.runtime.redis, action.key, dedup.content_hash(example["inputs"]), example["id"])
+                await asyncio.to_thread(dedup.release, self.runtime.redis, action.key,
+                                        dedup.content_hash(example["inputs"]), example["id"])
         for run_id, outcomes in per_run.items():
             self.settle(action, run_id, worst(outcomes))
 

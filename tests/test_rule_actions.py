@@ -68,7 +68,7 @@ def worked_example_toml() -> str:
 
 WORKED_RULE = "3f1c6a52-7d0e-4b8a-9c41-2e5d8f7a6b10"
 RULES = {name: str(uuid.uuid4()) for name in
-         ("filters", "builtins", "user", "split", "queue", "jsonl", "dedup", "run_outputs")}
+         ("filters", "builtins", "user", "split", "queue", "jsonl", "dedup", "run_outputs", "default")}
 TAG = uuid.uuid4().hex[:8]
 DS = {name: f"rules-{name}-{TAG}" for name in RULES}
 
@@ -76,6 +76,9 @@ DS = {name: f"rules-{name}-{TAG}" for name in RULES}
 def rules_toml(jsonl_dir: Path, queue_id: str) -> str:
     r = RULES
     return worked_example_toml() + textwrap.dedent(f'''
+        [default]
+        dataset = "{DS['default']}"
+
         [rules."{r['filters']}"]
         dataset = "{DS['filters']}"
         correction_key = ["label"]
@@ -219,6 +222,12 @@ def test_outputs_run_takes_the_runs_outputs_over_a_correction(stack: Pipeline, s
     standin.add_feedback([{"run_id": run["id"], "key": "label", "correction": "human", "modified_at": at(1)}])
     stack.post(delivery([run], rule_id=RULES["run_outputs"]))
     assert examples_of(standin, DS["run_outputs"], [run])[run["id"]][0]["outputs"] == {"o": "model"}
+
+
+def test_a_rule_not_in_the_file_gets_the_default_table(stack: Pipeline, standin: StandIn) -> None:
+    run = fresh_run(inputs={"t": "unlisted"}, outputs={"o": 1})
+    stack.post(delivery([run], rule_id=RULES["default"]))  # a rule id the file does not name
+    assert examples_of(standin, DS["default"], [run])[run["id"]][0]["outputs"] == {"o": 1}
 
 
 # --- built-in transforms -----------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from rq import Queue
+from rq.registry import FailedJobRegistry
 
 from lswh_core import contract
 from tests.support.faults import injected
@@ -68,9 +69,11 @@ def worked_example_toml() -> str:
 
 WORKED_RULE = "3f1c6a52-7d0e-4b8a-9c41-2e5d8f7a6b10"
 RULES = {name: str(uuid.uuid4()) for name in
-         ("filters", "builtins", "user", "split", "queue", "jsonl", "dedup", "run_outputs", "default")}
+         ("filters", "builtins", "user", "split", "queue", "jsonl", "dedup", "run_outputs", "default",
+          "late_queue")}
 TAG = uuid.uuid4().hex[:8]
 DS = {name: f"rules-{name}-{TAG}" for name in RULES}
+LATE_QUEUE = f"created-later-{TAG}"  # named in the rules file, created in LangSmith only mid-test
 
 
 def rules_toml(jsonl_dir: Path, queue_id: str) -> str:
@@ -119,6 +122,16 @@ def rules_toml(jsonl_dir: Path, queue_id: str) -> str:
         [[rules."{r['queue']}".actions]]
         type = "annotation_queue"
         queue_id = "{queue_id}"
+
+        [rules."{r['late_queue']}"]
+        dataset = "{DS['late_queue']}"
+
+        [[rules."{r['late_queue']}".actions]]
+        type = "dataset"
+
+        [[rules."{r['late_queue']}".actions]]
+        type = "annotation_queue"
+        queue = "{LATE_QUEUE}"
 
         [rules."{r['jsonl']}"]
         dataset = "{DS['jsonl']}"
@@ -346,6 +359,27 @@ def test_failed_queue_add_is_retried_alone(stack: Pipeline, standin: StandIn, qu
     # the first attempt read (1) and created (1) the examples; the retry did not touch them at all
     assert _example_requests(standin) == before + 2
     assert all(len(e) == 1 for e in standin.examples_by_run([r["id"] for r in runs], DS["queue"]).values())
+
+
+def test_a_queue_not_found_fails_the_run_and_a_requeue_redoes_only_the_queue_add(
+        stack: Pipeline, standin: StandIn) -> None:
+    run = fresh_run(inputs={"late": 1}, outputs={})
+    answer = stack.post(delivery([run], rule_id=RULES["late_queue"])).json()
+    examples_of(standin, DS["late_queue"], [run])
+    assert settled(stack, answer["delivery_id"], 1) == {"received": 1, "failed": 1}
+    stack.wait_idle()
+    job = next(j for j in stack.failed_jobs() if run["id"] in j.id)
+    assert job.latest_result().exc_string.strip().endswith(  # type: ignore[union-attr]
+        f"run {run['id']}: annotation queue '{LATE_QUEUE}' not found in LangSmith (create it, then requeue)")
+    # the operator creates the queue and requeues the failed run
+    late_queue = standin.add_queue(LATE_QUEUE)
+    before = _example_requests(standin)
+    FailedJobRegistry(queue=Queue(contract.QUEUE, connection=stack.redis)).requeue(job.id)
+    wait_until(lambda: len(standin.queue_items(late_queue)) == 1, timeout=60, what="the run in the queue")
+    stack.wait_idle()
+    assert standin.queue_items(late_queue)[0]["run_id"] == run["id"]
+    assert _example_requests(standin) == before  # the example was done; only the queue add ran
+    assert accounting(stack, answer["delivery_id"]) == {"received": 1, "failed": 0, "written": 1}
 
 
 # --- jsonl ---------------------------------------------------------------------------------------------

@@ -49,6 +49,18 @@ def done_key(delivery_id: str) -> str:
     return f"{KEY_PREFIX}done:{delivery_id}"
 
 
+def actions_done_key(delivery_id: str) -> str:
+    """A hash of "<action key>:<run id>" -> outcome for the (action, run) pairs of this delivery
+    already done, so a failed action is retried alone; kept as long as the raw body."""
+    return f"{KEY_PREFIX}actions-done:{delivery_id}"
+
+
+def queue_added_key(queue_id: str) -> str:
+    """Run ids already added to this annotation queue (by any delivery, backfill or pass): LangSmith
+    does not de-duplicate queue items. Kept LSWH_KEEP_DAYS from the last add."""
+    return f"{KEY_PREFIX}queue-added:{queue_id}"
+
+
 def accounting_key(delivery_id: str) -> str:
     """Per-delivery run accounting: a hash of ACCOUNT_FIELDS counts, kept for LSWH_KEEP_DAYS."""
     return f"{KEY_PREFIX}acct:{delivery_id}"

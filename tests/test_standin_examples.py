@@ -312,6 +312,23 @@ def test_runs_added_to_an_annotation_queue_are_read_back(fresh: StandIn) -> None
     ]
 
 
+def test_annotation_queues_are_found_by_exact_name_through_the_sdk(fresh: StandIn) -> None:
+    name = f"review-{uuid.uuid4().hex[:8]}"  # queues outlive a test on this stand-in
+    wanted = fresh.add_queue(name)
+    fresh.add_queue(f"{name}-2")
+    client = sdk(fresh)
+
+    async def call(name: str) -> list[Any]:
+        try:
+            return [q async for q in client.annotation_queues.retrieve_annotation_queues(name=name, limit=100)]
+        finally:
+            await client.annotation_queues._client.close()
+
+    assert [(q.id, q.name) for q in asyncio.run(call(name))] == [(wanted, name)]
+    client = sdk(fresh)
+    assert asyncio.run(call("nobody")) == []
+
+
 def test_queue_item_without_run_id_or_on_an_unknown_queue_is_refused(fresh: StandIn) -> None:
     queue_id = fresh.add_queue("review")
     headers = {"x-api-key": fresh_key()}

@@ -14,6 +14,17 @@ def example_id(dataset_id: str, run_id: str) -> str:
     return str(uuid.uuid5(EXAMPLE_NAMESPACE, f"{dataset_id}:{run_id}"))
 
 
+def example_metadata(run: dict[str, Any], rule_id: str | None, scores: dict[str, Any]) -> dict[str, Any]:
+    """The metadata keys the pipeline owns on an example (an update changes only these)."""
+    return {
+        "rule_id": rule_id,
+        "run_id": str(run["id"]),
+        "trace_id": run.get("trace_id"),
+        "run_name": run.get("name"),
+        "feedback": scores,
+    }
+
+
 def build_example(*, dataset_id: str, run: dict[str, Any], rule_id: str | None, inputs: dict[str, Any],
                   outputs: dict[str, Any] | None, scores: dict[str, Any]) -> dict[str, Any]:
     run_id = str(run["id"])
@@ -21,13 +32,7 @@ def build_example(*, dataset_id: str, run: dict[str, Any], rule_id: str | None, 
         "id": example_id(dataset_id, run_id),
         "inputs": inputs,
         "outputs": outputs,
-        "metadata": {
-            "rule_id": rule_id,
-            "run_id": run_id,
-            "trace_id": run.get("trace_id"),
-            "run_name": run.get("name"),
-            "feedback": scores,
-        },
+        "metadata": example_metadata(run, rule_id, scores),
         "source_run_id": run_id,
     }
 

@@ -130,7 +130,7 @@ def _process_delivery_runs(runtime: Runtime, delivery_id: str, delivery: dict[st
             break
         batch = [queue.popleft() for _ in range(min(SLICE_RUNS, len(queue)))]
         started = time.monotonic()
-        outcomes, deferred = runtime.run(process_slice(runtime, batch, rule_id))
+        outcomes, deferred = runtime.run(process_slice(runtime, batch, rule_id, delivery_id=delivery_id))
         longest = max(longest, time.monotonic() - started)
         queue.extendleft(reversed(deferred))
         by_id = {str(run["id"]): run for run in batch}
@@ -181,14 +181,21 @@ def _process_run(delivery_id: str, run_id: str, rule_id: str | None, project_id:
     if delivery is not None:
         rule_id = delivery.get("rule_id", rule_id)
         run = next((r for r in delivery["runs"] if str(r.get("id")) == run_id), run)
-    outcomes, _ = runtime.run(process_slice(runtime, [run], rule_id))
+    outcomes, _ = runtime.run(process_slice(runtime, [run], rule_id, delivery_id=delivery_id))
     outcome = outcomes.get(run_id) or RunError("no outcome", transient=False)
     if isinstance(outcome, RunError):
-        raise RunFailed(f"run {run_id}: {outcome.reason}")
+        raise RunFailed(failure_text(run_id, outcome))
     # It counted as failed when it was split off; now it has its real outcome.
     accounting.settle_requeued(runtime.redis, delivery_id, outcome, keep_seconds=runtime.settings.keep_seconds)
     runtime.recorder.runs(outcome, 1, None)
     return f"run {run_id} {outcome}"
+
+
+def failure_text(run_id: str, error: RunError, prefix: str = "") -> str:
+    """Ends with `run <run id>: <reason>`; a failing transform's (redacted) traceback goes above."""
+    details = getattr(error, "details", "")
+    last = f"{prefix}run {run_id}: {error.reason}"
+    return f"{details}\n\n{last}" if details else last
 
 
 def mark_done(runtime: Runtime, delivery_id: str, run_ids: list[str]) -> None:
@@ -233,7 +240,7 @@ def split_off(runtime: Runtime, delivery_id: str, rule_id: str | None, failures:
             )
             job.ended_at = now()
             job.save(pipeline=pipe)
-            record_job_failure(job, f"{RunFailed.__module__}.{RunFailed.__name__}: run {run_id}: {error.reason}",
+            record_job_failure(job, failure_text(run_id, error, f"{RunFailed.__module__}.{RunFailed.__name__}: "),
                                pipe)
             job.cleanup(ttl=settings.failed_keep_seconds, pipeline=pipe)
         pipe.sadd(queue.redis_queues_keys, queue.key)

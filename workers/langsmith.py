@@ -36,6 +36,7 @@ V1_QUERY_PAGE = 100  # POST /runs/query answers 422 above 100 (SDK list_runs pag
 V2_QUERY_PAGE_MAX = 1000  # query_v2's page_size bounds (SDK: resources/runs/runs.py)
 FEEDBACK_CHUNK = 100  # run ids per GET /feedback (URL length; the API pages at 100)
 EXAMPLES_CHUNK = 100  # ids per GET /examples (URL length)
+ANNOTATION_QUEUE_PAGE = 100
 # The v2 query filters on start_time; LangSmith stores microseconds, deliveries may round.
 WINDOW_SLACK = dt.timedelta(seconds=1)
 MIN_V2_VERSION = (0, 16, 0)  # SDK: Client.runs checks _check_backend_version(..., "0.16.0")
@@ -352,6 +353,25 @@ class LangSmith:
     async def update_examples(self, dataset_id: str, updates: Sequence[Mapping[str, Any]]) -> None:
         """Each update carries the example's whole metadata: LangSmith replaces it on update."""
         await self.call(self.client.update_examples, dataset_id=dataset_id, updates=[dict(u) for u in updates])
+
+    # --- annotation queues ----------------------------------------------------------------
+
+    async def queue_id(self, name: str) -> str | None:
+        """The id of the annotation queue named `name` (exact name), or None when there is none.
+        The generated client's `annotation_queues.retrieve_annotation_queues` (GET
+        /api/v1/annotation-queues?name=...), on the budgeted httpx2 client like the runs query."""
+        pager = self.v2().annotation_queues.retrieve_annotation_queues(name=name, limit=ANNOTATION_QUEUE_PAGE)
+        async for queue in pager:
+            if queue.name == name:
+                return str(queue.id)
+        return None
+
+    async def add_to_queue(self, queue_id: str, items: Sequence[Mapping[str, Any]]) -> None:
+        """Add RUN items to an annotation queue, in one request: the SDK's supported items resource
+        (`annotation_queues.items.create`, POST /api/v1/platform/annotation-queues/{id}/items),
+        never the deprecated `add_runs_to_annotation_queue`. LangSmith does not de-duplicate
+        items: the caller records what it added (workers/actions/annotation_queue.py)."""
+        await self.v2().annotation_queues.items.create(queue_id, items=[dict(i) for i in items])  # type: ignore[misc]
 
     def check_key(self) -> None:
         """Raises the SDK's auth error when LangSmith rejects the key."""

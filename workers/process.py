@@ -1,4 +1,11 @@
-"""One slice of runs in, examples out: feedback, hydrate, read the rest in bulk, write.
+"""One slice of runs in, actions done: feedback, filters, hydrate, read the rest in bulk, transform, act.
+
+Each run goes to every action of its rule (lswh_core/rules.py; without a rules file, one `dataset`
+action). Per action: its correction keys and outputs policy pick the outputs, its score filter
+keeps or skips the run, its transforms shape the examples, its split and dedup apply, and the
+action's own module writes (workers/actions/). The (action, run) pairs done are recorded per
+delivery (workers/actions/done.py), so a retry redoes only the actions that failed; a run's
+outcome is the worst of its actions' (workers/outcome.py).
 
 A delivery is processed a slice at a time (workers/jobs.py), so a worker holds at most one
 slice: at most SLICE_RUNS runs, and presigned objects are fetched only until the slice holds
@@ -9,15 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from workers import feedback
+from lswh_core.rules import Action
+from workers import dedup, feedback
+from workers.actions import annotation_queue, dataset, done, jsonl
 from workers.errors import RunError, classify
-from workers.examples import build_example
+from workers.examples import example_metadata
 from workers.hydrate import Hydrated, Hydrator, settle_from_api
 from workers.langsmith import RunRef
+from workers.outcome import worst
 from workers.runtime import S3_CONCURRENCY, Runtime
-from workers.writer import SKIPPED, Outcomes, Writer, resolve_dataset
+from workers.splits import assign_split
+from workers.transforms import ExampleDraft, HydratedRun, TransformError, apply_transform
+from workers.writer import SKIPPED, Outcome, Outcomes, resolve_dataset
 
 # bench/workers.py: 100 runs keep the per-request overhead of bulk calls small, while a slice of
 # 256 KB objects stays near 25 MB of JSON held at once (the memory bound in the README).
@@ -54,47 +69,129 @@ async def _hydrate_bounded(hydrator: Hydrator, pending: list[tuple[Hydrated, tup
     return done, [item.run for item, _ in pending[index:]]
 
 
-async def process_slice(runtime: Runtime, runs: list[dict[str, Any]], rule_id: str | None
-                        ) -> tuple[Outcomes, list[dict[str, Any]]]:
-    """An outcome for each run processed, and the runs deferred to the next slice."""
+async def process_slice(runtime: Runtime, runs: list[dict[str, Any]], rule_id: str | None, *,
+                        delivery_id: str | None = None) -> tuple[Outcomes, list[dict[str, Any]]]:
+    """An outcome for each run processed, and the runs deferred to the next slice. With a
+    `delivery_id`, the (action, run) pairs done are recorded under it and not done again."""
     started = time.perf_counter()
-    mode = runtime.settings.outputs
-    dataset_task = asyncio.ensure_future(resolve_dataset(runtime, runtime.settings.dataset_for(rule_id)))
+    rule = runtime.pipeline_rules.for_rule(rule_id)
+    datasets = {a.dataset: asyncio.ensure_future(resolve_dataset(runtime, a.dataset))
+                for a in rule.actions if a.kind == "dataset"}
     try:
-        return await _process(runtime, runs, rule_id, mode, dataset_task)
+        return await _Slice(runtime, rule_id, rule.actions, delivery_id, datasets).run(runs)
     finally:
-        if not dataset_task.done():
-            dataset_task.cancel()
-        await asyncio.gather(dataset_task, return_exceptions=True)
+        for task in datasets.values():
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*datasets.values(), return_exceptions=True)
         runtime.recorder.slice(time.perf_counter() - started, len(runs))
 
 
-async def _process(runtime: Runtime, runs: list[dict[str, Any]], rule_id: str | None, mode: str,
-                   dataset_task: asyncio.Future[str]) -> tuple[Outcomes, list[dict[str, Any]]]:
-    outcomes: Outcomes = {}
-    joined = await runtime.langsmith.feedback([str(run["id"]) for run in runs])
-    pending: list[tuple[Hydrated, tuple[str, ...]]] = []
-    scores: dict[str, dict[str, Any]] = {}
-    for run in runs:
-        run_id = str(run["id"])
-        items = joined.get(run_id, [])
-        if isinstance(items, RunError):
-            outcomes[run_id] = items
-            continue
-        scores[run_id] = feedback.latest_scores(items)
-        correction = feedback.correction_outputs(items) if mode != "run" else None
-        if correction is None and mode == "correction":
-            outcomes[run_id] = SKIPPED  # this mode keeps only runs with a correction
-            continue
-        item = Hydrated(run)
-        if correction is not None:
-            item.values["outputs"] = correction
-        pending.append((item, ("inputs",) if correction is not None else ("inputs", "outputs")))
+def _feedback_item(item: Any) -> dict[str, Any]:
+    """A feedback item as a transform sees it: plain JSON values."""
+    fields = ("id", "run_id", "key", "score", "value", "comment", "correction", "created_at", "modified_at")
+    out = {name: getattr(item, name, None) for name in fields}
+    for name in ("id", "run_id"):
+        out[name] = str(out[name]) if out[name] is not None else None
+    for name in ("created_at", "modified_at"):
+        moment = out[name]
+        out[name] = moment.isoformat() if moment is not None else None
+    return out
 
-    hydrated, deferred = await _hydrate_bounded(Hydrator(runtime), pending, SLICE_BYTES)
-    need_api = [item for item in hydrated if item.from_api and item.error is None]
-    if need_api:
-        found = await runtime.langsmith.read_runs(
+
+_Drafts = tuple[str, list[ExampleDraft], str | None]  # run id, its examples, its split
+
+
+@dataclass
+class _Wanted:
+    """One run's pending example actions, with the correction each one's keys pick."""
+
+    actions: list[tuple[Action, dict[str, Any] | None]] = field(default_factory=list)
+    fields: set[str] = field(default_factory=set)
+
+
+class _Slice:
+    def __init__(self, runtime: Runtime, rule_id: str | None, actions: tuple[Action, ...], delivery_id: str | None,
+                 datasets: Mapping[str, asyncio.Future[str]]) -> None:
+        self.runtime = runtime
+        self.rule_id = rule_id
+        self.actions = actions
+        self.delivery_id = delivery_id
+        self.datasets = datasets
+        # (action key, run id) -> outcome: read back from earlier attempts, then this one's.
+        self.outcomes: dict[tuple[str, str], Outcome] = {}
+        self.fresh: dict[tuple[str, str], str] = {}  # done in this attempt, to record
+
+    def settle(self, action: Action, run_id: str, outcome: Outcome) -> None:
+        self.outcomes[(action.key, run_id)] = outcome
+        if not isinstance(outcome, RunError) and outcome != SKIPPED:
+            # Skips are decided again next time: a score may have arrived since.
+            self.fresh[(action.key, run_id)] = outcome
+
+    async def run(self, runs: list[dict[str, Any]]) -> tuple[Outcomes, list[dict[str, Any]]]:
+        ids = [str(run["id"]) for run in runs]
+        # Redis calls run off the I/O loop, where other slices' requests may be in flight.
+        if self.delivery_id is not None:
+            pairs = [(a.key, run_id) for run_id in ids for a in self.actions]
+            self.outcomes.update(await asyncio.to_thread(done.read, self.runtime.redis, self.delivery_id, pairs))
+        todo = [run for run in runs if any((a.key, str(run["id"])) not in self.outcomes for a in self.actions)]
+        deferred = await self._act(todo) if todo else []
+        if self.delivery_id is not None:
+            await asyncio.to_thread(done.record, self.runtime.redis, self.delivery_id, self.fresh,
+                                    ttl_seconds=self.runtime.settings.replay_seconds)
+        later = {str(run["id"]) for run in deferred}
+        return ({run_id: worst(self.outcomes.get((a.key, run_id), SKIPPED) for a in self.actions)
+                 for run_id in ids if run_id not in later}, deferred)
+
+    async def _act(self, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        joined = await self.runtime.langsmith.feedback([str(run["id"]) for run in runs])
+        wanted: dict[str, _Wanted] = {}
+        to_queue: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        queue_actions: dict[str, Action] = {}
+        items_of: dict[str, list[Any]] = {}
+        for run in runs:
+            run_id = str(run["id"])
+            items = joined.get(run_id, [])
+            pending = [a for a in self.actions if (a.key, run_id) not in self.outcomes]
+            if isinstance(items, RunError):
+                for action in pending:
+                    self.settle(action, run_id, items)
+                continue
+            items_of[run_id] = items
+            scores = feedback.latest_scores(items)
+            for action in pending:
+                correction = (feedback.correction_outputs(i for i in items if action.takes_correction_from(i.key))
+                              if action.outputs != "run" else None)
+                if not action.admits(has_correction=correction is not None, latest_scores=scores):
+                    self.settle(action, run_id, SKIPPED)
+                elif action.kind == "annotation_queue":
+                    to_queue[action.key].append(run)
+                    queue_actions[action.key] = action
+                else:
+                    want = wanted.setdefault(run_id, _Wanted())
+                    want.actions.append((action, correction))
+                    want.fields.add("inputs")
+                    # The run's own outputs only when used: today's one fetch fewer per corrected run.
+                    if correction is None or action.transforms:
+                        want.fields.add("outputs")
+
+        by_id = {str(run["id"]): run for run in runs}
+        pending_hydration = [(Hydrated(by_id[run_id]), tuple(sorted(want.fields))) for run_id, want in wanted.items()]
+        hydrated, deferred = await _hydrate_bounded(Hydrator(self.runtime), pending_hydration, SLICE_BYTES)
+        later = {str(run["id"]) for run in deferred}
+        await self._read_rest(hydrated)
+
+        work = [self._queue(queue_actions[key], [r for r in queued if str(r["id"]) not in later])
+                for key, queued in to_queue.items()]
+        work.append(self._examples(hydrated, wanted, items_of))
+        await asyncio.gather(*work)
+        return deferred
+
+    async def _read_rest(self, hydrated: list[Hydrated]) -> None:
+        need_api = [item for item in hydrated if item.from_api and item.error is None]
+        if not need_api:
+            return
+        found = await self.runtime.langsmith.read_runs(
             [RunRef.of(item.run) for item in need_api],
             inputs=any("inputs" in item.from_api for item in need_api),
             outputs=any("outputs" in item.from_api for item in need_api),
@@ -102,19 +199,86 @@ async def _process(runtime: Runtime, runs: list[dict[str, Any]], rule_id: str | 
         for item in need_api:
             settle_from_api(item, found.get(item.id))
 
-    try:
-        dataset_id = await dataset_task
-    except Exception as exc:
-        error = classify(exc, "finding or creating the dataset")
-        return {**outcomes, **{item.id: error for item in hydrated}}, deferred
+    async def _queue(self, action: Action, runs: list[dict[str, Any]]) -> None:
+        for run_id, outcome in (await annotation_queue.add(self.runtime, action, runs)).items():
+            self.settle(action, run_id, outcome)
 
-    examples = []
-    for item in hydrated:
-        if item.error is not None:
-            outcomes[item.id] = item.error
-            continue
-        examples.append(build_example(dataset_id=dataset_id, run=item.run, rule_id=rule_id,
-                                      inputs=item.values["inputs"] or {}, outputs=item.values.get("outputs"),
-                                      scores=scores[item.id]))
-    outcomes.update(await Writer(runtime, dataset_id).write(examples))
-    return outcomes, deferred
+    async def _examples(self, hydrated: list[Hydrated], wanted: dict[str, _Wanted], items_of: dict[str, list[Any]]
+                        ) -> None:
+        """Transform, split and dedup each run for each example action, then write per action."""
+        per_action: dict[str, tuple[Action, list[_Drafts]]] = {}
+        # Delivery order, not the order fetches finished: of two runs with the same inputs under
+        # dedup, the earlier one is written, every time.
+        order = {run_id: index for index, run_id in enumerate(wanted)}
+        for item in sorted(hydrated, key=lambda item: order[item.id]):
+            for action, correction in wanted[item.id].actions:
+                if item.error is not None:
+                    self.settle(action, item.id, item.error)
+                    continue
+                try:
+                    drafts = apply_transform(action, self._hydrated_run(item, action, correction, items_of[item.id]))
+                except TransformError as error:
+                    self.settle(action, item.id, error)
+                    continue
+                if not drafts:
+                    self.settle(action, item.id, SKIPPED)  # the transform returned None
+                    continue
+                split = assign_split(item.id, action.splits) if action.splits else None
+                per_action.setdefault(action.key, (action, []))[1].append((item.id, drafts, split))
+        await asyncio.gather(*(self._write(action, runs) for action, runs in per_action.values()))
+
+    def _hydrated_run(self, item: Hydrated, action: Action, correction: dict[str, Any] | None,
+                      items: list[Any]) -> HydratedRun:
+        run_outputs = item.values.get("outputs")
+        outputs = correction if correction is not None else (run_outputs if action.outputs != "correction" else None)
+        inputs = item.values.get("inputs") or {}
+        metadata = example_metadata(item.run, self.rule_id, feedback.latest_scores(items))
+        return HydratedRun(id=item.id, trace_id=item.run.get("trace_id"), name=item.run.get("name"),
+                           run_type=item.run.get("run_type"), rule_id=self.rule_id, inputs=inputs, outputs=outputs,
+                           run_outputs=run_outputs, correction=correction,
+                           feedback=[_feedback_item(i) for i in items], metadata=metadata, run=item.run)
+
+    async def _write(self, action: Action, runs: list[_Drafts]) -> None:
+        """One action's examples: ids, dedup claims, then the action's writer; a run's outcome
+        is the worst of its examples'."""
+        try:
+            target = await self.datasets[action.dataset] if action.kind == "dataset" else action.dataset
+        except Exception as exc:
+            error = classify(exc, "finding or creating the dataset")
+            for run_id, _, _ in runs:
+                self.settle(action, run_id, error)
+            return
+        examples: list[dict[str, Any]] = []
+        for run_id, drafts, split in runs:
+            if action.kind == "dataset":
+                examples.extend(dataset.examples(target, run_id, drafts, split))
+            else:
+                for line in jsonl.jsonl_examples(target, run_id, drafts, split):
+                    examples.append({**line, "source_run_id": run_id})
+        claims = await asyncio.to_thread(self._claim, action, examples) if action.dedup else {}
+        to_write = [e for e in examples if claims.get(e["id"]) is None]
+        by_example: Outcomes = dict.fromkeys((e["id"] for e in examples if claims.get(e["id"]) is not None), SKIPPED)
+        if action.kind == "dataset":
+            by_example.update(await dataset.write(self.runtime, target, to_write))
+        elif to_write:
+            lines = [jsonl.JsonlExample(id=e["id"], run_id=e["run_id"], split=e["split"], inputs=e["inputs"],
+                                        outputs=e["outputs"], metadata=e["metadata"]) for e in to_write]
+            result = await jsonl.write(str(action.directory), target, lines)
+            by_example.update(dict.fromkeys((e["id"] for e in to_write), result))
+        per_run: dict[str, list[Outcome]] = defaultdict(list)
+        for example in examples:
+            outcome = by_example.get(example["id"]) or RunError("no outcome from the writer", transient=True)
+            per_run[example["source_run_id"]].append(outcome)
+            if action.dedup and isinstance(outcome, RunError) and not outcome.transient:
+                # Never written: a later run with these inputs must not be skipped for it.
+                await asyncio.to_thread(dedup.release, self.runtime.redis, action.key,
+                                        dedup.content_hash(example["inputs"]), example["id"])
+        for run_id, outcomes in per_run.items():
+            self.settle(action, run_id, worst(outcomes))
+
+    def _claim(self, action: Action, examples: list[dict[str, Any]]) -> dict[str, str | None]:
+        """{example id: None if it may be written, else the example that wrote its inputs first},
+        shared by every worker through Redis; the memory is per action (its destination)."""
+        return dedup.claim_many(self.runtime.redis, action.key,
+                                {e["id"]: dedup.content_hash(e["inputs"]) for e in examples},
+                                ttl_seconds=self.runtime.settings.keep_seconds)

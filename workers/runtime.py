@@ -20,6 +20,7 @@ import httpx
 import redis
 
 from lswh_core.redis import sync_redis
+from lswh_core.rules import Rules, load_rules
 from lswh_core.settings import Settings
 from workers.langsmith import LangSmith
 from workers.recorder import Recorder
@@ -39,7 +40,10 @@ class Runtime:
         self.settings = settings
         self.rules: tuple[HostRule, ...] = parse_rules(settings.s3_allowed_hosts)
         self.redis: redis.Redis = sync_redis(settings.redis_url, socket_timeout=30)
+        # Read once per process; `lswh worker` checked the file at start (a mistake stops it there).
+        self.pipeline_rules: Rules = load_rules(settings.rules_file, settings)
         self.datasets: dict[str, str] = {}
+        self.queues: dict[str, str] = {}  # annotation queue name -> id
         self._executor = ThreadPoolExecutor(max_workers=SDK_THREADS, thread_name_prefix="lswh-sdk")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="lswh-io", daemon=True)

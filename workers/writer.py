@@ -78,15 +78,16 @@ class Writer:
                 found[str(example.id)] = _as_dict(example)
         return found, errors
 
-    async def write(self, examples: Sequence[dict[str, Any]]) -> Outcomes:
-        """Outcome per run id (examples carry `source_run_id`)."""
+    async def write(self, examples: Sequence[dict[str, Any]], *, by: str = "source_run_id") -> Outcomes:
+        """Outcome per run id (examples carry `source_run_id`), or per example id with `by="id"`
+        (a transform may make several examples of one run)."""
         outcomes: Outcomes = {}
         pending = list(examples)
         for _ in range(MAX_CONFLICT_ROUNDS):
             stored, errors = await self._stored([e["id"] for e in pending])
             new, changed = [], []
             for example in pending:
-                run_id = example["source_run_id"]
+                run_id = example[by]
                 if example["id"] in errors:
                     outcomes[run_id] = errors[example["id"]]
                 elif example["id"] not in stored:
@@ -106,12 +107,12 @@ class Writer:
                     if outcome == "conflict":
                         conflicted.append(example)
                     else:
-                        outcomes[example["source_run_id"]] = outcome
+                        outcomes[example[by]] = outcome
             if not conflicted:
                 return outcomes
             pending = conflicted  # created meanwhile by someone else: compare again
         for example in pending:
-            outcomes[example["source_run_id"]] = RunError("writing the example: kept conflicting",
+            outcomes[example[by]] = RunError("writing the example: kept conflicting",
                                                           transient=True)
         return outcomes
 

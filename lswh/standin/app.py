@@ -54,6 +54,7 @@ def create_app(
         *api("/api/v2/runs/query", runs.query_runs_v2, ["POST"]),
         *api("/api/v2/runs/rules", rules.list_rules, ["GET"]),
         *api("/api/v2/runs/{run_id}", runs.retrieve_run_v2, ["GET"]),
+        *api("/annotation-queues", queues.list_queues, ["GET"]),
         *api("/v1/platform/annotation-queues/{queue_id}/items", queues.add_items, ["POST"]),
         *api("/v1/platform/annotation-queues/{queue_id}/items", queues.list_items, ["GET"]),
         *api("/feedback", feedback.list_feedback, ["GET"]),

@@ -20,7 +20,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from lswh.standin.state import ApiError, BadRequest, State, Unprocessable, iso, json_body, uuid_or_none
+from lswh.standin.state import TENANT_ID, ApiError, BadRequest, State, Unprocessable, iso, json_body, uuid_or_none
 
 PAGE_DEFAULT, PAGE_MAX = 20, 100
 
@@ -89,6 +89,29 @@ async def list_items(request: Request, state: State) -> Response:
     following = offset + page_size
     cursor = base64.urlsafe_b64encode(json.dumps({"offset": following}).encode()).decode()
     return JSONResponse({"items": items[offset:following], "next_cursor": cursor if following < len(items) else None})
+
+
+async def list_queues(request: Request, state: State) -> Response:
+    """`GET /api/v1/annotation-queues`, as the generated client's
+    `annotation_queues.retrieve_annotation_queues` calls it: `name` filters on the exact name,
+    `limit`/`offset` page, and the answer is a top-level JSON array
+    (`AsyncOffsetPaginationTopLevelArray`) of queues with the fields its response model requires
+    (`AnnotationQueueRetrieveAnnotationQueuesResponse`: id, name, queue_type, tenant_id,
+    total_runs)."""
+    if not state.profile.v2_api:
+        raise ApiError(404, "Not Found")
+    params = request.query_params
+    try:
+        limit = int(params.get("limit", PAGE_MAX))
+        offset = int(params.get("offset", 0))
+    except ValueError:
+        raise Unprocessable("limit and offset must be integers") from None
+    if not 1 <= limit <= PAGE_MAX or offset < 0:
+        raise Unprocessable(f"limit must be between 1 and {PAGE_MAX}, offset at least 0")
+    name = params.get("name")
+    queues = [q for q in state.queues.values() if name is None or q["name"] == name]
+    return JSONResponse([{"id": q["id"], "name": q["name"], "queue_type": "single", "tenant_id": TENANT_ID,
+                          "total_runs": len(q["items"])} for q in queues[offset:offset + limit]])
 
 
 async def admin_add_queue(request: Request, state: State) -> Response:

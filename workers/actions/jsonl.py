@@ -15,17 +15,23 @@ wrote it again; the next append first ends the torn line).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypedDict
 from urllib.parse import quote
+
+from workers.errors import RunError
+from workers.examples import EXAMPLE_NAMESPACE
+from workers.writer import WRITTEN
 
 _lock = threading.Lock()  # threads of one process share its file
 
@@ -101,3 +107,25 @@ def read_jsonl(directory: str | Path, dataset: str) -> dict[str, dict[str, Any]]
                 if record["id"] not in latest or order > latest[record["id"]][0]:
                     latest[record["id"]] = (order, dict(record))
     return {example_id: record for example_id, (_, record) in latest.items()}
+
+
+# --- the action --------------------------------------------------------------------------------
+
+
+def jsonl_examples(dataset: str, run_id: str, drafts: Sequence[Mapping[str, Any]], split: str | None
+                   ) -> list[JsonlExample]:
+    """A run's drafts as lines. Ids as a dataset action's would be, from the dataset's name (no
+    LangSmith dataset is involved), index 0 being the run's one example."""
+    return [JsonlExample(id=str(uuid.uuid5(EXAMPLE_NAMESPACE, f"{dataset}:{run_id}" + (f":{i}" if i else ""))),
+                         run_id=run_id, split=split, inputs=dict(draft["inputs"]),
+                         outputs=draft.get("outputs"), metadata=dict(draft.get("metadata") or {}))
+            for i, draft in enumerate(drafts)]
+
+
+async def write(directory: str, dataset: str, examples: Sequence[JsonlExample]) -> str | RunError:
+    """Append off the event loop; a failed write (disk full, volume gone) is retried later."""
+    try:
+        await asyncio.to_thread(append_examples, directory, dataset, examples)
+    except OSError as exc:
+        return RunError(f"appending to the jsonl files: {type(exc).__name__}: {exc.strerror or exc}", transient=True)
+    return WRITTEN

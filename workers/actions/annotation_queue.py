@@ -1,0 +1,91 @@
+"""The `annotation_queue` action: the run added to a LangSmith annotation queue for review.
+
+`queue_item` (pure) is what LangSmith needs to find the run: its id, and where known its project
+and start time (the items resource takes both, and a run outside the default window is found by
+them). The edge is the door's `add_to_queue`, the SDK's supported items resource, one request per
+queue and slice (split when LangSmith refuses one item, so the others still land), within the
+shared rate budget. LangSmith does not de-duplicate items, so each queue remembers in Redis the runs
+added to it (by any delivery, redelivery, backfill or reconciliation pass): a run already there is
+"unchanged", not added again. Within a delivery, the (action, run) record the job path keeps
+(workers/actions/done.py) makes a retry redo only the adds that failed. Two deliveries of one run
+processed at the very same moment could both add it: that race is accepted, since a claim taken
+before the add would lose the run when a worker dies between the claim and the add.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from lswh_core import contract
+from lswh_core.rules import Action
+from workers.errors import RunError, classify
+from workers.langsmith import split_on_refusal
+from workers.runtime import Runtime
+from workers.writer import UNCHANGED, WRITTEN, Outcomes
+
+ITEMS_PER_REQUEST = 100
+
+
+def queue_item(run: Mapping[str, Any]) -> dict[str, Any]:
+    item: dict[str, Any] = {"item_type": "RUN", "run_id": str(run["id"])}
+    if run.get("session_id"):
+        item["project_id"] = str(run["session_id"])
+    if run.get("start_time"):
+        item["start_time"] = str(run["start_time"])
+    return item
+
+
+async def queue_id(runtime: Runtime, action: Action) -> str:
+    """The queue's id: given, or looked up by name once per worker process."""
+    if action.queue_id:
+        return action.queue_id
+    name = str(action.queue_name)
+    if name not in runtime.queues:
+        found = await runtime.langsmith.queue_id(name)
+        if found is None:
+            # Not transient: a retry finds the same nothing; requeue the failed runs once it exists.
+            raise RunError(f"annotation queue {name!r} not found in LangSmith (create it, then requeue)",
+                           transient=False)
+        runtime.queues[name] = found
+    return runtime.queues[name]
+
+
+async def add(runtime: Runtime, action: Action, runs: Sequence[Mapping[str, Any]]) -> Outcomes:
+    """Outcome per run id."""
+    if not runs:
+        return {}
+    try:
+        target = await queue_id(runtime, action)
+    except Exception as exc:
+        error = classify(exc, "finding the annotation queue")
+        return {str(run["id"]): error for run in runs}
+
+    key = contract.queue_added_key(target)
+    # Redis off the I/O loop, where the slice's other requests are in flight.
+    already = await asyncio.to_thread(runtime.redis.hmget, key, [str(run["id"]) for run in runs])
+    outcomes: Outcomes = {str(run["id"]): UNCHANGED for run, seen in zip(runs, already, strict=True) if seen}
+    todo = [run for run in runs if str(run["id"]) not in outcomes]
+
+    async def send(batch: Sequence[Mapping[str, Any]]) -> None:
+        await runtime.langsmith.add_to_queue(target, [queue_item(run) for run in batch])
+
+    for start in range(0, len(todo), ITEMS_PER_REQUEST):
+        for batch, result in await split_on_refusal(todo[start:start + ITEMS_PER_REQUEST], send,
+                                                    "adding the run to the annotation queue"):
+            if isinstance(result, RunError):
+                outcomes.update((str(run["id"]), result) for run in batch)
+                continue
+            outcomes.update((str(run["id"]), WRITTEN) for run in batch)
+            await asyncio.to_thread(_remember, runtime, key, [str(run["id"]) for run in batch])
+    return outcomes
+
+
+def _remember(runtime: Runtime, key: str, run_ids: list[str]) -> None:
+    added_at = int(time.time())
+    with runtime.redis.pipeline() as pipe:
+        pipe.hset(key, mapping=dict.fromkeys(run_ids, added_at))
+        pipe.expire(key, runtime.settings.keep_seconds)
+        pipe.execute()

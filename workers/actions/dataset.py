@@ -1,0 +1,37 @@
+"""The `dataset` action: a run's examples in a LangSmith dataset (without a rules file, the only one).
+
+`examples` (pure) turns a run's drafts (what its transforms returned) into the examples to write:
+the first keeps the id a run has always had, uuid5(dataset, run id), so adding a transform later
+updates the example instead of duplicating it; a transform's further examples get
+uuid5(dataset, run id, index). The split is set at creation (LangSmith keeps it in
+`metadata.dataset_split`) and an update keeps it, since the writer merges metadata. The writer
+(workers/writer.py) is the one edge: idempotent create/update, 409 rounds, bisecting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from workers.examples import example_id
+from workers.runtime import Runtime
+from workers.transforms import ExampleDraft
+from workers.writer import Outcomes, Writer
+
+
+def nth_example_id(dataset_id: str, run_id: str, index: int) -> str:
+    """Example `index` of a run in a dataset; index 0 is the run's one example id (example_id)."""
+    return example_id(dataset_id, run_id if index == 0 else f"{run_id}:{index}")
+
+
+def examples(dataset_id: str, run_id: str, drafts: Sequence[ExampleDraft], split: str | None
+             ) -> list[dict[str, Any]]:
+    return [{"id": nth_example_id(dataset_id, run_id, index), "inputs": draft["inputs"],
+             "outputs": draft.get("outputs"), "metadata": draft.get("metadata") or {},
+             "source_run_id": run_id, **({"split": split} if split else {})}
+            for index, draft in enumerate(drafts)]
+
+
+async def write(runtime: Runtime, dataset_id: str, batch: Sequence[dict[str, Any]]) -> Outcomes:
+    """Outcome per example id."""
+    return await Writer(runtime, dataset_id).write(batch, by="id")

@@ -42,7 +42,7 @@ def main(path: str, dataset: str) -> None:
         outputs = correction_of(items)
         if outputs is None:
             outputs = run["outputs"] or http.get(run["outputs_s3_urls"]["ROOT"]["presigned_url"]).json()
-        client.create_example(inputs=inputs, outputs=outputs, dataset_id=dataset_id,
+        client.create_example(inputs=inputs, reference_outputs=outputs, dataset_id=dataset_id,
                               source_run_id=run["id"],
                               metadata={"run_id": run["id"], "feedback": {f.key: f.score for f in items}})
     elapsed = time.perf_counter() - start

@@ -38,7 +38,8 @@ async def run(path: str, dataset: str, concurrency: int, transport: str = "httpx
     semaphore = asyncio.Semaphore(concurrency)
     # aiohttp: the worker's own S3 transport (the same httpx API on aiohttp's pool), so the floor
     # pays the same per-request cost as ours; httpx: httpx's own pool (the issue's reference).
-    pool = AiohttpTransport(max_connections=concurrency) if transport == "aiohttp" else None
+    # The stand-in serves the objects on loopback, which the transport refuses unless named exactly.
+    pool = AiohttpTransport(max_connections=concurrency, exact_hosts=["127.0.0.1"]) if transport == "aiohttp" else None
     async with httpx.AsyncClient(limits=limits, timeout=30, transport=pool) as http:
 
         async def get(url: str) -> Any:
@@ -62,7 +63,7 @@ async def run(path: str, dataset: str, concurrency: int, transport: str = "httpx
         for run_, inputs_task in zip(runs, inputs, strict=True):
             out = corrections.get(run_["id"])
             examples.append({"inputs": await inputs_task,
-                             "outputs": out if out is not None else await outputs[run_["id"]],
+                             "reference_outputs": out if out is not None else await outputs[run_["id"]],
                              "source_run_id": run_["id"]})
         await asyncio.gather(*(asyncio.to_thread(client.create_examples, dataset_id=dataset_id,
                                                  examples=examples[i:i + WRITE_BATCH])

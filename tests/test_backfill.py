@@ -35,7 +35,7 @@ def rule(**fields: Any) -> RuleInfo:
 
 
 def test_a_sampled_rule_is_refused_with_the_reason_unless_sampling_is_ignored() -> None:
-    with pytest.raises(BackfillRefused, match="samples 0.25 .* never chose; pass --ignore-sampling"):
+    with pytest.raises(BackfillRefused, match=r"samples 0\.25 .* never chose; pass --ignore-sampling"):
         check_rule(rule(sampling_rate=0.25), "r", ignore_sampling=False)
     check_rule(rule(sampling_rate=0.25), "r", ignore_sampling=True)
 

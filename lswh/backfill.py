@@ -98,7 +98,13 @@ def run(rule_id: str, start: dt.datetime, end: dt.datetime, *, dry_run: bool = F
         fed = synthetic.feed(runtime.redis, settings, rule_id, runs, source="backfill", start=start, end=end)
         tally.enqueued = sum(n for _, n in fed)
         bar.reset(total=tally.enqueued)
-        _wait(runtime.redis, fed, tally, bar, err, accounting.read)
+        try:
+            _wait(runtime.redis, fed, tally, bar, err, accounting.read)
+        except KeyboardInterrupt:
+            bar.close()
+            print(f"lswh backfill: stopped waiting; the {tally.enqueued} enqueued runs are still processed by the "
+                  f"workers (`lswh status DELIVERY_ID` for each of: {', '.join(d for d, _ in fed)})", file=err)
+            return 130
     finally:
         bar.close()
     print(f"rule {rule_id}, {window}: {tally.line()}", file=out)

@@ -150,6 +150,8 @@ def _window(args: argparse.Namespace) -> tuple[dt.datetime, dt.datetime]:
     from lswh_core.durations import parse_duration
 
     now = dt.datetime.now(dt.UTC)
+    if args.since is not None and args.to_time is not None:
+        raise ValueError("--to goes with --from, not with --since")
     if args.since is not None:
         return now - dt.timedelta(seconds=parse_duration(args.since)), now
     if args.from_time is None or args.to_time is None:
@@ -174,6 +176,14 @@ def backfill(args: argparse.Namespace) -> int:
     except BackfillRefused as exc:
         print(f"lswh backfill: {exc}", file=sys.stderr)
         return 2
+    except SettingsError:
+        raise
+    except Exception as exc:  # LangSmith or Redis unreachable, key refused: one line, no URL query
+        from lswh_core.redact import redact
+
+        print(f"lswh backfill: {type(exc).__name__}: {redact(str(exc)).splitlines()[0] if str(exc) else ''}",
+              file=sys.stderr)
+        return 1
 
 
 def replay(args: argparse.Namespace) -> int:

@@ -50,3 +50,9 @@ def test_a_large_delivery_is_recorded_whole(db: redis.Redis) -> None:
     ids = [f"r{i}" for i in range(received.CHUNK * 2 + 5)]
     received.record(db, "rule-a", [{"id": i} for i in ids], "d3", KEEP)
     assert received.not_received(db, "rule-a", ids) == []
+
+
+def test_runs_marked_received_ahead_of_their_job_are_not_missing(db: redis.Redis) -> None:
+    received.record_runs(db, "rule-a", ["r1"], KEEP)
+    assert received.not_received(db, "rule-a", ["r1", "r2"]) == ["r2"]
+    assert received.deliveries_since(db, "rule-a", 0) == []  # no delivery yet

@@ -150,6 +150,7 @@ def test_a_delivery_never_posted_is_written_by_reconciliation_and_counted_lost(s
     passes = count_passes(stack)
     wait_for(lambda: count_passes(stack) >= passes + 2, EVERY * 4 + 20, "no further passes", stack.worker_output)
     assert stack.lost(rule_id) == 1
+    assert "s3cret-for-tests" not in stack.worker_output()  # the rule's webhook URL is never logged
 
 
 def test_a_late_correction_updates_its_example_within_one_period(stack: Stack, standin: StandIn) -> None:

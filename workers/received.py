@@ -27,19 +27,32 @@ def record(redis: redis_py.Redis, rule_id: str | None, runs: Sequence[dict[str, 
         return
     stamp = time.time()
     oldest = stamp - keep_seconds
-    ids = [str(run["id"]) for run in runs]
-    runs_key, deliveries_key = contract.rule_runs_key(rule_id), contract.rule_deliveries_key(rule_id)
+    deliveries_key = contract.rule_deliveries_key(rule_id)
     with redis.pipeline(transaction=False) as pipe:
-        for start in range(0, len(ids), CHUNK):
-            pipe.zadd(runs_key, dict.fromkeys(ids[start:start + CHUNK], stamp))
-        pipe.zremrangebyscore(runs_key, "-inf", oldest)
-        pipe.expire(runs_key, keep_seconds)
+        _add_runs(pipe, rule_id, [str(run["id"]) for run in runs], stamp, keep_seconds)
         pipe.zadd(deliveries_key, {delivery_id: stamp})
         pipe.zremrangebyscore(deliveries_key, "-inf", oldest)
         pipe.expire(deliveries_key, keep_seconds)
         pipe.sadd(contract.RULES_SEEN_KEY, rule_id)
         pipe.expire(contract.RULES_SEEN_KEY, keep_seconds)
         pipe.execute()
+
+
+def record_runs(redis: redis_py.Redis, rule_id: str, run_ids: Sequence[str], keep_seconds: int) -> None:
+    """Run ids as received before their delivery job runs: reconciliation marks the lost runs it
+    has just enqueued, so a pass overlapping its window before that job ran does not count them
+    lost again."""
+    with redis.pipeline(transaction=False) as pipe:
+        _add_runs(pipe, rule_id, run_ids, time.time(), keep_seconds)
+        pipe.execute()
+
+
+def _add_runs(pipe: Any, rule_id: str, ids: Sequence[str], stamp: float, keep_seconds: int) -> None:
+    key = contract.rule_runs_key(rule_id)
+    for start in range(0, len(ids), CHUNK):
+        pipe.zadd(key, dict.fromkeys(ids[start:start + CHUNK], stamp))
+    pipe.zremrangebyscore(key, "-inf", stamp - keep_seconds)
+    pipe.expire(key, keep_seconds)
 
 
 def not_received(redis: redis_py.Redis, rule_id: str, run_ids: Iterable[str]) -> list[str]:

@@ -171,6 +171,7 @@ async def _one_rule(runtime: Runtime, rule: RuleInfo, low: dt.datetime, high: dt
         log.warning("reconciliation found %d lost runs of rule %s (matched, never delivered); writing them",
                     len(lost), rule.id, extra={"rule_id": rule.id, "lost": len(lost)})
         _feed(redis, settings, rule.id, lost, low, high)
+        received.record_runs(redis, rule.id, [loc.id for loc in lost], settings.keep_seconds)
     oldest = started - dt.timedelta(seconds=settings.keep_seconds)
     changed = [loc async for loc in langsmith.match_runs(
         rule, start=oldest, end=started, feedback_since=feedback_since,

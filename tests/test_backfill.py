@@ -98,12 +98,16 @@ def test_backfill_writes_runs_never_delivered_and_a_second_one_changes_nothing(s
     assert stack.standin.examples_by_run([delivered["id"], lost["id"]], stack.dataset) == examples
 
 
-def test_dry_run_only_counts(stack: Pipeline, standin: StandIn) -> None:
-    project, runs = project_with_runs(standin, 3)
+def test_dry_run_only_counts_following_the_cursor_past_one_page(stack: Pipeline, standin: StandIn) -> None:
+    from workers.langsmith import MATCH_PAGE
+
+    project, runs = project_with_runs(standin, MATCH_PAGE + 50)
     [rule_id] = standin.add_rules([{"project_id": project}])
+    queries = standin.stats()["requests"].get("POST /api/v2/runs/query", 0)
     result = run_lswh(stack.env, "backfill", "--rule", rule_id, "--since", "1h", "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert "3 runs match; dry run, nothing enqueued" in result.stdout
+    assert f"{MATCH_PAGE + 50} runs match; dry run, nothing enqueued" in result.stdout
+    assert standin.stats()["requests"]["POST /api/v2/runs/query"] - queries == 2  # two pages
     assert stack.standin.examples_by_run([r["id"] for r in runs], stack.dataset) == {}
 
 

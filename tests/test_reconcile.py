@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from lswh_core import contract
 from tests.support.procs import RedisServer, free_port
@@ -73,6 +74,25 @@ def test_rules_pointing_here_or_named_are_reconciled_unless_disabled_or_sampled(
     chosen, skipped = pick_rules(rules, {"named"})
     assert [r.id for r in chosen] == ["here", "named"]
     assert skipped == ["rule off: disabled", "rule sampled: samples 0.1 of its runs"]
+
+
+def test_of_many_offers_in_one_period_one_enqueues_the_pass(redis_server: RedisServer) -> None:
+    from rq import Queue
+
+    from lswh_core.settings import Settings
+    from workers.reconcile import offer_pass
+
+    db = redis.Redis(port=redis_server.port, db=55)
+    db.flushdb()
+    settings = Settings(reconcile_every=60.0)
+    try:
+        offers = [offer_pass(db, settings, now=6_000.0 + n) for n in range(5)]  # five workers' ticks
+        assert offers == [contract.reconcile_job_id(100), None, None, None, None]
+        assert offer_pass(db, settings, now=6_060.0) == contract.reconcile_job_id(101)
+        assert Queue(contract.QUEUE, connection=db).get_job_ids() == ["reconcile-100", "reconcile-101"]
+        assert offer_pass(db, Settings(), now=6_200.0) is None  # off
+    finally:
+        db.flushdb()
 
 
 # --- two workers against the stand-in ---------------------------------------------------------

@@ -205,3 +205,45 @@ def test_two_workers_run_one_pass_per_period(stack: Stack) -> None:
     assert time.time() - last < EVERY * 4 + 20
     scraped = stack.pipeline.http.get("/metrics").text
     assert "lswh_reconcile_last_success_timestamp_seconds" in scraped
+
+
+SKIPPING_URL = f"https://hooks-{uuid.uuid4().hex[:8]}.example"
+
+
+@pytest.fixture(scope="module")
+def skipping(redis_server: RedisServer, standin: StandIn) -> Iterator[Stack]:
+    """Writes only runs with a correction (LSWH_OUTPUTS=correction): others are skipped on purpose."""
+    port = free_port()
+    pipeline = Pipeline(redis_server, standin, db=56, workers=0, LANGSMITH_API_KEY=fresh_key(),
+                        LSWH_OUTPUTS="correction", LSWH_RECONCILE_EVERY=f"{EVERY}s", LSWH_RECONCILE_GRACE=str(GRACE),
+                        LSWH_PUBLIC_URL=SKIPPING_URL, LSWH_LOG_FORMAT="text")
+    pipeline.add_worker(LSWH_METRICS_PORT=str(port))
+    yield Stack(pipeline, [port])
+    pipeline.stop()
+
+
+def test_a_run_skipped_on_purpose_is_never_counted_lost(skipping: Stack, standin: StandIn) -> None:
+    from workers import accounting
+
+    pipeline, project = skipping.pipeline, str(uuid.uuid4())
+    hook = {"url": f"{SKIPPING_URL}/webhooks/langsmith"}
+    [rule_id] = standin.add_rules([{"project_id": project, "webhooks": [hook]}])
+    skipped = fresh_run(session_id=project, name="chat", inputs={"q": "no correction"}, outputs={"a": "model"})
+    answer = pipeline.post(delivery([skipped], rule_id=rule_id))
+    assert answer.status_code == 202
+    wait_for(lambda: (accounting.read(pipeline.redis, answer.json()["delivery_id"]) or {}).get("skipped") == 1, 30,
+             "the run was not skipped", skipping.worker_output)
+    lost = fresh_run(session_id=project, name="chat", inputs={"q": "lost"}, outputs={"a": "model"})
+    started = now_iso()
+    standin.add_runs([{**skipped, "start_time": started}, {**lost, "start_time": started}])
+
+    # Found lost, processed, and skipped too for want of a correction; when one comes, it is written.
+    wait_for(lambda: skipping.lost(rule_id) == 1, EVERY * 4 + GRACE + 20, "the lost run was not counted",
+             skipping.worker_output)
+    standin.add_feedback([{"run_id": lost["id"], "key": "review", "correction": {"a": "fixed"}}])
+    found = pipeline.wait_examples([lost["id"]], timeout=EVERY * 4 + 20)
+    assert found[lost["id"]][0]["outputs"] == {"a": "fixed"}
+    passes = count_passes(skipping)
+    wait_for(lambda: count_passes(skipping) >= passes + 2, EVERY * 4 + 20, "no further passes", skipping.worker_output)
+    assert skipping.lost(rule_id) == 1  # the lost run only: the skipped one was received
+    assert standin.examples_by_run([skipped["id"]], pipeline.dataset) == {}

@@ -85,7 +85,7 @@ def run(rule_id: str, start: dt.datetime, end: dt.datetime, *, dry_run: bool = F
             runs.append(locator.as_run())
             tally.found += 1
             bar.set_postfix_str(tally.line(), refresh=False)
-            bar.update(0)
+            bar.update(1)  # while listing, the bar counts runs found; then runs settled
         return runs
 
     try:

@@ -35,6 +35,7 @@ from lswh_core.rules import Rules, load_rules
 from lswh_core.settings import Settings
 from workers import received, synthetic
 from workers.langsmith import LangSmith, Locator, RuleInfo
+from workers.metrics import count_lost
 from workers.runtime import Runtime, get_runtime
 
 log = logging.getLogger("lswh.reconcile")
@@ -118,7 +119,9 @@ def _float(value: bytes | str | None) -> float | None:
 
 async def _pass(runtime: Runtime, period: int) -> str:
     settings, redis = runtime.settings, runtime.redis
-    every = float(settings.reconcile_every or 0) or 1.0
+    if not settings.reconcile_every:  # a pass left queued by a deployment that has since turned it off
+        return "reconciliation is off (LSWH_RECONCILE_EVERY unset)"
+    every = settings.reconcile_every
     started = time.time()
     last_end = _float(redis.get(contract.RECONCILE_WINDOW_END_KEY))
     feedback_since = _float(redis.get(contract.RECONCILE_FEEDBACK_SINCE_KEY)) or (started - every)
@@ -150,7 +153,8 @@ async def _pass(runtime: Runtime, period: int) -> str:
     with redis.pipeline() as pipe:
         pipe.set(contract.RECONCILE_WINDOW_END_KEY, repr(high), ex=settings.keep_seconds)
         pipe.set(contract.RECONCILE_FEEDBACK_SINCE_KEY, repr(started), ex=settings.keep_seconds)
-        pipe.set(contract.RECONCILE_LAST_SUCCESS_KEY, repr(time.time()))
+        # Expires like the rest; the stale-pass alert has fired days before.
+        pipe.set(contract.RECONCILE_LAST_SUCCESS_KEY, repr(time.time()), ex=settings.keep_seconds)
         pipe.execute()
     log.info("reconciliation pass succeeded: %s", summary)
     return summary
@@ -159,8 +163,6 @@ async def _pass(runtime: Runtime, period: int) -> str:
 async def _one_rule(runtime: Runtime, rule: RuleInfo, low: dt.datetime, high: dt.datetime,
                     feedback_since: dt.datetime, started: dt.datetime, correction_keys: Sequence[str] | None
                     ) -> tuple[int, int]:
-    from workers.metrics import count_lost
-
     langsmith: LangSmith = runtime.langsmith
     redis, settings = runtime.redis, runtime.settings
     matched = [loc async for loc in langsmith.match_runs(rule, start=low, end=high)]

@@ -181,3 +181,11 @@ def test_off_a_terminal_no_bar_is_drawn(stack: Pipeline, standin: StandIn) -> No
     result = run_lswh(stack.env, "backfill", "--rule", rule_id, "--since", "1h")
     assert result.returncode == 0, result.stderr
     assert "%|" not in result.stderr and "written 1" in result.stdout
+
+
+def test_every_key_backfill_writes_expires(stack: Pipeline) -> None:
+    """Runs after the tests above."""
+    from tests.support.faults import keys_without_ttl
+
+    assert stack.redis.keys("lswh:rule-runs:*")
+    assert keys_without_ttl(stack.redis) == []

@@ -247,3 +247,12 @@ def test_a_run_skipped_on_purpose_is_never_counted_lost(skipping: Stack, standin
     wait_for(lambda: count_passes(skipping) >= passes + 2, EVERY * 4 + 20, "no further passes", skipping.worker_output)
     assert skipping.lost(rule_id) == 1  # the lost run only: the skipped one was received
     assert standin.examples_by_run([skipped["id"]], pipeline.dataset) == {}
+
+
+def test_every_key_reconciliation_writes_expires(stack: Stack) -> None:
+    """Runs after the tests above: passes, lost runs, re-checked corrections."""
+    from tests.support.faults import keys_without_ttl
+
+    redis_client = stack.pipeline.redis
+    assert redis_client.keys("lswh:rule-runs:*") and redis_client.keys("lswh:reconcile:*")
+    assert keys_without_ttl(redis_client) == []

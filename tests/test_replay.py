@@ -106,3 +106,11 @@ def test_replay_of_a_delivery_whose_body_is_gone_says_so(stack: Pipeline) -> Non
 def test_replay_refuses_what_is_not_a_delivery_id(stack: Pipeline) -> None:
     result = run_lswh(stack.env, "replay", "not-an-id")
     assert result.returncode == 2 and "32 hex digits" in result.stderr
+
+
+def test_every_key_replay_writes_expires(stack: Pipeline) -> None:
+    """Runs after the tests above."""
+    from tests.support.faults import keys_without_ttl
+
+    assert stack.redis.keys("lswh:replays:*")
+    assert keys_without_ttl(stack.redis) == []

@@ -7,6 +7,7 @@ workers' dependencies and `lswh healthcheck` (run every few seconds by Docker) l
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 from collections.abc import Sequence
 
@@ -143,6 +144,83 @@ def _requeue_by_reason(text: str) -> int:
     return 0 if matched and requeued == matched else 1
 
 
+def _window(args: argparse.Namespace) -> tuple[dt.datetime, dt.datetime]:
+    """--since D, or --from T --to T (ISO 8601; UTC when no offset is given)."""
+    from lswh.backfill import parse_time
+    from lswh_core.durations import parse_duration
+
+    now = dt.datetime.now(dt.UTC)
+    if args.since is not None and args.to_time is not None:
+        raise ValueError("--to goes with --from, not with --since")
+    if args.since is not None:
+        return now - dt.timedelta(seconds=parse_duration(args.since)), now
+    if args.from_time is None or args.to_time is None:
+        raise ValueError("give --since, or both --from and --to")
+    start, end = parse_time(args.from_time), parse_time(args.to_time)
+    if start >= end:
+        raise ValueError("--from must be before --to")
+    return start, end
+
+
+def backfill(args: argparse.Namespace) -> int:
+    check_rules(Settings.from_env())
+    from lswh.backfill import BackfillRefused, run
+
+    try:
+        start, end = _window(args)
+    except ValueError as exc:
+        print(f"lswh backfill: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return run(args.rule, start, end, dry_run=args.dry_run, ignore_sampling=args.ignore_sampling)
+    except BackfillRefused as exc:
+        print(f"lswh backfill: {exc}", file=sys.stderr)
+        return 2
+    except SettingsError:
+        raise
+    except Exception as exc:  # LangSmith or Redis unreachable, key refused: one line, no URL query
+        from lswh_core.redact import redact
+
+        print(f"lswh backfill: {type(exc).__name__}: {redact(str(exc)).splitlines()[0] if str(exc) else ''}",
+              file=sys.stderr)
+        return 1
+
+
+def replay(args: argparse.Namespace) -> int:
+    from lswh import replay as replaying
+    from lswh.status import valid_delivery_id
+    from lswh_core.durations import parse_duration
+    from lswh_core.redis import sync_redis
+
+    settings = Settings.from_env()
+    connection = sync_redis(settings.redis_url, socket_timeout=10)
+    if args.rule is not None:
+        if args.delivery_ids or args.since is None:
+            print("lswh replay: give DELIVERY_ID..., or --rule RULE_ID --since D", file=sys.stderr)
+            return 2
+        try:
+            since = parse_duration(args.since)
+        except ValueError as exc:
+            print(f"lswh replay: --since: {exc}", file=sys.stderr)
+            return 2
+        ids = replaying.rule_deliveries(connection, args.rule, since)
+    else:
+        bad = [d for d in args.delivery_ids if not valid_delivery_id(d)]
+        if bad or not args.delivery_ids:
+            print(f"lswh replay: not delivery ids (32 hex digits): {bad}" if bad
+                  else "lswh replay: give DELIVERY_ID..., or --rule RULE_ID --since D", file=sys.stderr)
+            return 2
+        ids = list(args.delivery_ids)
+    results = replaying.replay(connection, settings, ids)
+    for result in results:
+        print(f"{result.delivery_id}: {result.runs} runs, job {result.job_id}" if result.job_id
+              else f"{result.delivery_id}: not replayed: {result.problem}")
+    replayed = sum(1 for r in results if r.job_id)
+    print(f"replayed {replayed} deliver{'y' if replayed == 1 else 'ies'}")
+    # Named ids must all replay; a rule's older deliveries may have outlived their bodies.
+    return 0 if args.rule is not None or replayed == len(results) else 1
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="lswh", description="LangSmith webhook -> Redis -> dataset examples.")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -179,6 +257,29 @@ def parser() -> argparse.ArgumentParser:
                        help="jobs whose failure reason contains TEXT (as `lswh status` prints it)")
     which.add_argument("job_ids", nargs="*", default=[], metavar="JOB_ID")
     p.set_defaults(func=requeue)
+
+    p = commands.add_parser(
+        "backfill", help="write the runs a rule matched in a window, through the job path (needs workers)",
+        description="Read the rule through the LangSmith API, list the runs it matched in the window and feed "
+                    "them through the same job path as a webhook delivery: runs already written stay unchanged, "
+                    "nothing is written twice. Needs workers running (`lswh worker`, or `lswh dev`). Shows a "
+                    "progress bar on a terminal and a summary at the end; exits 1 when any run failed.")
+    p.add_argument("--rule", required=True, metavar="RULE_ID")
+    window = p.add_mutually_exclusive_group(required=True)
+    window.add_argument("--since", metavar="DURATION", help="from this long ago until now, e.g. 2h, 30m, 7d")
+    window.add_argument("--from", dest="from_time", metavar="TIME", help="window start, ISO 8601 (with --to)")
+    p.add_argument("--to", dest="to_time", metavar="TIME", help="window end, ISO 8601")
+    p.add_argument("--dry-run", action="store_true", help="only count the matching runs")
+    p.add_argument("--ignore-sampling", action="store_true",
+                   help="backfill a rule that samples below 1 (writes runs the rule never chose)")
+    p.set_defaults(func=backfill)
+
+    p = commands.add_parser(
+        "replay", help="process stored deliveries again, all their runs (kept LSWH_REPLAY_DAYS; needs workers)")
+    p.add_argument("delivery_ids", nargs="*", default=[], metavar="DELIVERY_ID")
+    p.add_argument("--rule", metavar="RULE_ID", help="every stored delivery of this rule received within --since")
+    p.add_argument("--since", metavar="DURATION", help="with --rule: e.g. 2h")
+    p.set_defaults(func=replay)
     return root
 
 

@@ -74,6 +74,41 @@ RUN_OUTCOME_FIELDS = ACCOUNT_FIELDS[1:]
 RECONCILE_LAST_SUCCESS_KEY = f"{KEY_PREFIX}reconcile:last_success"
 
 
+# What reconciliation compares with: run ids received per rule, rules seen, deliveries per rule
+# (`lswh replay --rule`); written by the job path, kept LSWH_KEEP_DAYS (workers/received.py).
+RULES_SEEN_KEY = f"{KEY_PREFIX}rules-seen"
+# End of the last reconciliation window and when that pass started (the next pass's feedback bound).
+RECONCILE_WINDOW_END_KEY = f"{KEY_PREFIX}reconcile:window_end"
+RECONCILE_FEEDBACK_SINCE_KEY = f"{KEY_PREFIX}reconcile:feedback_since"
+RECONCILE_JOB = "workers.reconcile.reconcile_pass"
+
+
+def rule_runs_key(rule_id: str) -> str:
+    return f"{KEY_PREFIX}rule-runs:{rule_id}"
+
+
+def rule_deliveries_key(rule_id: str) -> str:
+    return f"{KEY_PREFIX}rule-deliveries:{rule_id}"
+
+
+def reconcile_period_key(index: int) -> str:
+    """SET NX by the one worker that creates the pass of period `index` (all others see it taken)."""
+    return f"{KEY_PREFIX}reconcile:period:{index}"
+
+
+def reconcile_job_id(index: int) -> str:
+    return f"reconcile-{index}"
+
+
+def replay_count_key(delivery_id: str) -> str:
+    """How often the delivery was replayed: each replay's job id is `replay-<id>-<n>`."""
+    return f"{KEY_PREFIX}replays:{delivery_id}"
+
+
+def replay_job_id(delivery_id: str, n: int) -> str:
+    return f"replay-{delivery_id}-{n}"
+
+
 def delivery_job_id(delivery_id: str) -> str:
     return f"delivery-{delivery_id}"
 

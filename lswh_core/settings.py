@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from lswh_core.allowlist import AllowListError, parse_rules
+from lswh_core.durations import parse_duration
 from lswh_core.errors import SettingsError
 from lswh_core.ratelimits import DEFAULT_LIMITS, Limit, parse_limits
 
@@ -140,6 +141,16 @@ def _rules_file(env: Mapping[str, str]) -> str | None:
     return raw
 
 
+def _duration(env: Mapping[str, str], name: str, default: float | None) -> float | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return parse_duration(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = "redis://localhost:6379/0"
@@ -161,6 +172,9 @@ class Settings:
     langsmith_rate_limits: Mapping[str, Limit] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     log_format: str = "json"
     metrics_port: int = 9100
+    # Seconds between reconciliation passes (None = off) and how far behind now a pass's window ends.
+    reconcile_every: float | None = None
+    reconcile_grace: float = 600.0
 
     @property
     def keep_seconds(self) -> int:
@@ -210,4 +224,6 @@ class Settings:
             langsmith_rate_limits=parse_limits(env.get("LSWH_LANGSMITH_RATE_LIMITS", "")),
             log_format=log_format,
             metrics_port=metrics_port,
+            reconcile_every=_duration(env, "LSWH_RECONCILE_EVERY", None),
+            reconcile_grace=_duration(env, "LSWH_RECONCILE_GRACE", cls.reconcile_grace) or cls.reconcile_grace,
         )

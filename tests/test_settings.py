@@ -130,6 +130,9 @@ BAD_VALUES = [
     ("LSWH_RULES_FILE", "/nonexistent/rules.toml"),
     ("LSWH_LANGSMITH_RATE_LIMITS", "run_query=fast"),
     ("LSWH_LANGSMITH_RATE_LIMITS", "runs=15/10s"),
+    ("LSWH_RECONCILE_EVERY", "quarter-hour"),
+    ("LSWH_RECONCILE_EVERY", "0s"),
+    ("LSWH_RECONCILE_GRACE", "-5m"),
 ]
 
 

@@ -29,7 +29,7 @@ from rq.utils import now
 from lswh_core import contract
 from lswh_core.logs import log_context
 from lswh_core.redact import redact
-from workers import accounting
+from workers import accounting, received
 from workers.errors import RunError
 from workers.process import SLICE_RUNS, process_slice
 from workers.runtime import Runtime, get_runtime
@@ -112,6 +112,7 @@ def _process_delivery_runs(runtime: Runtime, delivery_id: str, delivery: dict[st
     runs = _unique_runs(delivery.pop("runs"))  # from here on, only the queue below holds them
     keep = runtime.settings.keep_seconds
     accounting.record_received(runtime.redis, delivery_id, len(runs), keep_seconds=keep)
+    received.record(runtime.redis, rule_id, runs, delivery_id, keep)
     done = _done(runtime, delivery_id)
     queue = deque(run for run in runs if str(run["id"]) not in done)
     del runs  # the queue holds what is still to do

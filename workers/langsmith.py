@@ -13,7 +13,7 @@ import asyncio
 import datetime as dt
 import enum
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ import redis
 import requests
 from langsmith import AsyncLangsmith, Client
 from langsmith import utils as ls_utils
+from langsmith.types.run_select_field import RunSelectField
 
 from lswh_core.settings import Settings
 from workers.errors import TRANSIENT_STATUSES, LangSmithUnavailable, RunError, classify, parse_retry_after
@@ -40,6 +41,10 @@ ANNOTATION_QUEUE_PAGE = 100
 # The v2 query filters on start_time; LangSmith stores microseconds, deliveries may round.
 WINDOW_SLACK = dt.timedelta(seconds=1)
 MIN_V2_VERSION = (0, 16, 0)  # SDK: Client.runs checks _check_backend_version(..., "0.16.0")
+RULES_PAGE = 100  # GET /api/v2/runs/rules pages at most 100 rules
+MATCH_PAGE = 100  # locators per page of a rule's matching runs (small rows; keeps each answer quick)
+# What a backfilled run needs in its synthetic delivery: the job path reads the rest in bulk.
+LOCATOR_SELECTS: list[RunSelectField] = ["ID", "PROJECT_ID", "START_TIME", "TRACE_ID", "NAME"]
 
 
 class QueryBackend(enum.Enum):
@@ -89,6 +94,69 @@ class ApiRun:
     trace_id: str | None
     inputs: dict[str, Any] | None
     outputs: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    """What the pipeline keeps of an automation rule. Never the rule object itself: its `webhooks`
+    hold our URL with the secret. `points_here` says whether one of those URLs starts with
+    LSWH_PUBLIC_URL, decided while reading and the URL dropped."""
+
+    id: str
+    project_id: str | None
+    dataset_id: str | None
+    filter: str | None
+    trace_filter: str | None
+    tree_filter: str | None
+    is_enabled: bool
+    sampling_rate: float
+    points_here: bool = False
+
+
+def rule_info(rule: Any, public_url: str | None) -> RuleInfo:
+    """A generated-client `Rule` (or its dict) reduced to RuleInfo."""
+    get = rule.get if isinstance(rule, Mapping) else lambda name: getattr(rule, name, None)
+    urls = []
+    for hook in get("webhooks") or []:
+        url = hook.get("url") if isinstance(hook, Mapping) else getattr(hook, "url", None)
+        if isinstance(url, str):
+            urls.append(url)
+    rate = get("sampling_rate")
+    return RuleInfo(
+        id=str(get("id")), project_id=_text(get("project_id")), dataset_id=_text(get("dataset_id")),
+        filter=_text(get("filter")), trace_filter=_text(get("trace_filter")), tree_filter=_text(get("tree_filter")),
+        is_enabled=bool(get("is_enabled")), sampling_rate=float(rate) if rate is not None else 1.0,
+        points_here=bool(public_url) and any(points_at(url, str(public_url)) for url in urls))
+
+
+def points_at(url: str, public_url: str) -> bool:
+    """A webhook URL sends to this deployment when it starts with LSWH_PUBLIC_URL (on a path
+    boundary: https://hooks.example.com must not claim https://hooks.example.com.evil)."""
+    base = public_url.rstrip("/")
+    return url == base or url.startswith((base + "/", base + "?"))
+
+
+@dataclass(frozen=True)
+class Locator:
+    """A matched run as a synthetic delivery carries it (the job path reads the rest in bulk)."""
+
+    id: str
+    session_id: str | None
+    start_time: str | None
+    trace_id: str | None
+    name: str | None
+
+    def as_run(self) -> dict[str, Any]:
+        return {"id": self.id, "session_id": self.session_id, "start_time": self.start_time,
+                "trace_id": self.trace_id, "name": self.name}
+
+
+def _locator(run: Any) -> Locator:
+    get = run.get if isinstance(run, Mapping) else lambda name: getattr(run, name, None)
+    start = get("start_time")
+    start_text = start.isoformat() if isinstance(start, dt.datetime) else _text(start)
+    return Locator(id=str(get("id")), session_id=_text(get("project_id")), start_time=start_text,
+                   trace_id=_text(get("trace_id")), name=_text(get("name")))
 
 
 def _text(value: Any) -> str | None:
@@ -298,6 +366,32 @@ class LangSmith:
             if not cursor or not page.get("runs"):
                 return runs
             body["cursor"] = cursor
+
+    async def rules(self, public_url: str | None = None, ids: Sequence[str] | None = None) -> list[RuleInfo]:
+        """Automation rules through the v2 list (the generated client's `evaluators.list_v2`; the
+        v1 list is deprecated), every page, on the budgeted v2 client; `ids` narrows the list."""
+        narrow: dict[str, Any] = {"id": list(ids)} if ids else {}
+        pager = self.v2().evaluators.list_v2(page_size=RULES_PAGE, **narrow)
+        return [rule_info(rule, public_url) async for rule in pager]
+
+    async def match_runs(self, rule: RuleInfo, *, start: dt.datetime, end: dt.datetime,
+                         feedback_since: dt.datetime | None = None, feedback_until: dt.datetime | None = None,
+                         filter: str | None = None) -> AsyncIterator[Locator]:
+        """Locators of the runs the rule's source and filters match with a start time in
+        [start, end], following the cursor (the window is explicit: the query's default is the last
+        day). `filter` replaces the rule's own (e.g. with a feedback condition added, which the
+        feedback-modified bounds need)."""
+        source: dict[str, Any] = ({"project_ids": [rule.project_id]} if rule.project_id
+                                  else {"reference_dataset_id": rule.dataset_id})
+        optional: dict[str, Any] = {
+            "filter": filter if filter is not None else rule.filter, "trace_filter": rule.trace_filter,
+            "tree_filter": rule.tree_filter, "min_feedback_modified_at": feedback_since,
+            "max_feedback_modified_at": feedback_until}
+        query: dict[str, Any] = {**source, **{k: v for k, v in optional.items() if v is not None}}
+        pager = self.v2().runs.query_v2(min_start_time=start, max_start_time=end, selects=LOCATOR_SELECTS,
+                                        page_size=MATCH_PAGE, **query)
+        async for run in pager:
+            yield _locator(run)
 
     # --- feedback -----------------------------------------------------------------------
 

@@ -47,6 +47,8 @@ class PipelineWorker(SimpleWorker):
     # `lswh worker --burst`: work like a long-running worker (scheduler process on, so retries
     # scheduled minutes away are enqueued when due), and leave once nothing is left to wait for.
     drain: bool = False
+    # The settings when LSWH_RECONCILE_EVERY is set: each maintenance tick then offers its period's pass.
+    reconcile_settings: Settings | None = None
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None,
                                      max_idle_time: int | None = None) -> tuple[Job, RQQueue] | None:
@@ -70,7 +72,21 @@ class PipelineWorker(SimpleWorker):
     def dequeue_timeout(self) -> int:
         # Maintenance runs between blocking dequeues: RQ's 405 s would make an idle worker look
         # for abandoned jobs only every 7 minutes, whatever maintenance_interval says.
-        return MAINTENANCE_SECONDS
+        return max(1, min(MAINTENANCE_SECONDS, int(self.maintenance_interval)))
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()
+        if self.reconcile_settings is None:
+            return
+        from workers.reconcile import offer_pass
+
+        try:
+            job_id = offer_pass(self.connection, self.reconcile_settings)
+        except REDIS_ERRORS:  # the next tick offers again; the worker's own loop handles Redis
+            log.warning("could not offer the reconciliation pass: Redis unreachable")
+            return
+        if job_id:
+            log.info("enqueued reconciliation pass %s", job_id)
 
     def execute_job(self, job: Job, queue: RQQueue) -> None:
         execution = self.prepare_execution(job)
@@ -168,8 +184,11 @@ def main(burst: bool = False) -> int:
 
     from workers.jobs import on_job_exception
 
+    # A reconciliation period shorter than the maintenance tick would skip periods.
+    maintenance = min(MAINTENANCE_SECONDS, max(1, int(settings.reconcile_every or MAINTENANCE_SECONDS)))
     worker = PipelineWorker([queue], connection=connection, job_monitoring_interval=HEARTBEAT_SECONDS,
-                            maintenance_interval=MAINTENANCE_SECONDS, exception_handlers=[on_job_exception])
+                            maintenance_interval=maintenance, exception_handlers=[on_job_exception])
+    worker.reconcile_settings = settings if settings.reconcile_every else None
     # RQ's burst stops at an empty queue; ours also waits out scheduled retries and jobs other
     # workers are running (SPEC: --burst), as one worker that stays registered throughout.
     worker.drain = burst

@@ -1,0 +1,63 @@
+"""Synthetic deliveries (backfill, reconciliation) are stored and enqueued like the ingress's."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import orjson
+import pytest
+import redis
+from rq.job import Job
+
+from lswh_core import contract
+from lswh_core.settings import Settings
+from tests.support.procs import RedisServer
+from workers import synthetic
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+T1 = T0 + dt.timedelta(hours=1)
+
+
+@pytest.fixture
+def db(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    connection = redis.Redis(port=redis_server.port, db=54)
+    connection.flushdb()
+    yield connection
+    connection.flushdb()
+
+
+def locators(n: int) -> list[dict[str, str]]:
+    return [{"id": f"run-{i}", "session_id": "p", "start_time": T0.isoformat()} for i in range(n)]
+
+
+def test_a_batch_is_cut_into_deliveries_of_at_most_1000_runs() -> None:
+    bodies = synthetic.bodies("rule", locators(2_001), source="backfill", start=T0, end=T1, created_at=T1)
+    assert [len(orjson.loads(b)["runs"]) for b in bodies] == [1_000, 1_000, 1]
+    first = orjson.loads(bodies[0])
+    assert (first["rule_id"], first["lswh_source"], first["start_time"]) == ("rule", "backfill", T0.isoformat())
+
+
+def test_two_batches_of_the_same_runs_are_two_deliveries() -> None:
+    once = synthetic.bodies("rule", locators(1), source="reconcile", start=T0, end=T1, created_at=T1)
+    later = synthetic.bodies("rule", locators(1), source="reconcile", start=T0, end=T1,
+                             created_at=T1 + dt.timedelta(seconds=1))
+    assert contract.delivery_id_of(once[0]) != contract.delivery_id_of(later[0])
+
+
+def test_an_unknown_source_is_refused() -> None:
+    with pytest.raises(ValueError, match="lswh_source"):
+        synthetic.bodies("rule", locators(1), source="webhook", start=T0, end=T1, created_at=T1)
+
+
+def test_a_synthetic_delivery_is_stored_and_enqueued_as_the_ingress_does(db: redis.Redis) -> None:
+    settings = Settings(retries=3, retry_base_seconds=10, job_timeout=120, keep_days=7, replay_days=2)
+    [(delivery_id, runs)] = synthetic.feed(db, settings, "rule", locators(3), source="backfill", start=T0, end=T1)
+    assert runs == 3
+    assert 0 < db.ttl(contract.delivery_key(delivery_id)) <= settings.replay_seconds
+    assert settings.replay_seconds < db.ttl(contract.seen_key(delivery_id)) <= settings.keep_seconds
+    job = Job.fetch(contract.delivery_job_id(delivery_id), connection=db)
+    assert (job.func_name, job.args) == (contract.DELIVERY_JOB, (delivery_id,))
+    assert job.description == contract.delivery_job_description(delivery_id, 3)
+    assert (job.timeout, job.retries_left, len(job.retry_intervals or [])) == (120, 3, 3)
+    assert job.failure_ttl == settings.failed_keep_seconds and job.result_ttl == contract.FINISHED_JOB_TTL

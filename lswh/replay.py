@@ -41,7 +41,9 @@ def replay(redis: redis_py.Redis, settings: Settings, delivery_ids: Iterable[str
             continue
         runs = len(orjson.loads(raw).get("runs") or [])
         with redis.pipeline() as pipe:
-            pipe.delete(contract.done_key(delivery_id), contract.accounting_key(delivery_id))
+            # Everything recorded as done, per run and per (action, run): a replay does it all again.
+            pipe.delete(contract.done_key(delivery_id), contract.actions_done_key(delivery_id),
+                        contract.accounting_key(delivery_id))
             pipe.incr(contract.replay_count_key(delivery_id))
             pipe.expire(contract.replay_count_key(delivery_id), settings.replay_seconds)
             n = int(pipe.execute()[1])

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from ingress.auth import bearer_secret, is_authorized, query_secret
 from ingress.body import BODY_TIMEOUT_SECONDS, BadLength, BodyTooLarge, BodyTooSlow, read_limited
-from ingress.enqueue import DeliveryQueue
+from ingress.enqueue import ENQUEUE_BUDGET_SECONDS, DeliveryQueue
 from ingress.metrics import IngressMetrics
 from ingress.parsing import BodyChecker, ParserUnavailable
 from ingress.payload import BadDelivery
@@ -31,8 +31,6 @@ from lswh_core.settings import Settings
 
 log = logging.getLogger("lswh.ingress")
 
-# LangSmith gives up after 5 s; a 503 must leave it time to retry.
-ENQUEUE_BUDGET_SECONDS = 2.0
 RETRY_AFTER_SECONDS = "1"
 
 
@@ -158,6 +156,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             app.state.checker.close()
+            await app.state.queue.aclose()
             await client.aclose()
 
     app = Starlette(

@@ -14,7 +14,6 @@ Deliveries stored in the same turn of the event loop share one round trip (ingre
 from __future__ import annotations
 
 import asyncio
-import json
 import pickle
 import random
 import zlib
@@ -112,8 +111,8 @@ class DeliveryQueue:
             pickle.dumps((contract.DELIVERY_JOB, None, (delivery_id,), {}), protocol=self._pickle_protocol))
         intervals = ""
         if self._settings.retries:
-            intervals = json.dumps(
-                contract.retry_intervals(self._settings.retries, self._settings.retry_base_seconds, _RNG))
+            # A list of ints: its repr is json.dumps's text (what RQ writes), at a sixth of the cost.
+            intervals = repr(contract.retry_intervals(self._settings.retries, self._settings.retry_base_seconds, _RNG))
         return [utcformat(now()), contract.delivery_job_description(delivery_id, runs), data, intervals]
 
     async def store(self, body: bytes, delivery_id: str, runs: int) -> Stored:

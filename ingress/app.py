@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from ingress.auth import bearer_secret, is_authorized, query_secret
 from ingress.body import BODY_TIMEOUT_SECONDS, BadLength, BodyTooLarge, BodyTooSlow, read_limited
-from ingress.enqueue import ENQUEUE_BUDGET_SECONDS, DeliveryQueue
+from ingress.enqueue import DeliveryQueue
 from ingress.metrics import IngressMetrics
 from ingress.parsing import BodyChecker, ParserUnavailable
 from ingress.payload import BadDelivery
@@ -113,8 +113,7 @@ async def _receive_delivery(request: Request, state: State, note: _Delivery) -> 
         return unavailable("parser restarting, retry later")
     note.delivery_id, note.runs = delivery_id, runs
     try:
-        async with asyncio.timeout(ENQUEUE_BUDGET_SECONDS):  # no extra Task, unlike wait_for
-            stored = await state.queue.store(body, delivery_id, runs)
+        stored = await state.queue.store(body, delivery_id, runs)  # bounded by the enqueue budget
     except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
         note.error = type(exc).__name__  # logged on the delivery's line
         return unavailable("queue unavailable, retry later")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 import random
+import time
 import zlib
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ import redis.asyncio
 from redis.exceptions import NoScriptError
 from rq import Queue, Retry
 from rq.job import Job, JobStatus
-from rq.utils import now, utcformat
+from rq.utils import now
 
 from ingress.autopipeline import AutoPipeline
 from lswh_core import contract
@@ -104,6 +105,16 @@ class DeliveryQueue:
         self._script = connection.register_script(_script_for(template.to_dict()))
         self._pipeline = AutoPipeline(connection, ENQUEUE_BUDGET_SECONDS)
         self._pickle_protocol = pickle.HIGHEST_PROTOCOL
+        self._second, self._second_text = -1, ""
+
+    def _timestamp(self) -> str:
+        """rq.utils.utcformat(rq.utils.now()) (`%Y-%m-%dT%H:%M:%S.%fZ`, UTC), with strftime run
+        once a second, not once a delivery."""
+        moment = time.time()
+        second = int(moment)
+        if second != self._second:
+            self._second, self._second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._second_text}.{int((moment - second) * 1_000_000):06d}Z"
 
     def _job_fields(self, delivery_id: str, runs: int) -> list[bytes | str]:
         """created_at, description, data, retry_intervals: in the script's ARGV order."""
@@ -113,10 +124,12 @@ class DeliveryQueue:
         if self._settings.retries:
             # A list of ints: its repr is json.dumps's text (what RQ writes), at a sixth of the cost.
             intervals = repr(contract.retry_intervals(self._settings.retries, self._settings.retry_base_seconds, _RNG))
-        return [utcformat(now()), contract.delivery_job_description(delivery_id, runs), data, intervals]
+        return [self._timestamp(), contract.delivery_job_description(delivery_id, runs), data, intervals]
 
     async def store(self, body: bytes, delivery_id: str, runs: int) -> Stored:
-        """Within ENQUEUE_BUDGET_SECONDS, or TimeoutError (or a RedisError, OSError)."""
+        """Within ENQUEUE_BUDGET_SECONDS (and the end of the current loop turn), or TimeoutError
+        (or a RedisError, OSError): the batch it travels in is bounded, so the caller need not
+        start a timer of its own per delivery."""
         job_id = contract.delivery_job_id(delivery_id)
         command = ("EVALSHA", self._script.sha, 5,
                    contract.seen_key(delivery_id), Job.key_for(job_id), self._queue_key, self._queues_key,
@@ -124,12 +137,14 @@ class DeliveryQueue:
                    body, self._settings.keep_seconds, self._settings.replay_seconds, job_id,
                    *self._job_fields(delivery_id, runs))
         alone = len(body) > ALONE_BYTES
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             created = await self._pipeline.execute(*command, alone=alone)
         except NoScriptError:  # a restarted or flushed Redis: load it, then run it (EVALSHA ran nothing)
-            async with asyncio.timeout(ENQUEUE_BUDGET_SECONDS):
+            async with asyncio.timeout_at(started + ENQUEUE_BUDGET_SECONDS):
                 await self._client.script_load(self._script.script)
-            created = await self._pipeline.execute(*command, alone=alone)
+                created = await self._pipeline.execute(*command, alone=alone)
         return Stored(delivery_id=delivery_id, duplicate=not created)
 
     async def aclose(self) -> None:

@@ -1,6 +1,6 @@
 """Ingress throughput, latency and memory: ours as shipped against a floor and a peer, side by side.
 
-    python -m bench.ingress [--quick] [--rounds N] [--seconds S] [--apps floor,floor-blocking,peer,ours]
+    python -m bench.ingress [--quick] [--rounds N] [--seconds S] [--apps floor,floor-blocking,floor-pipelined,peer,ours]
 
 `ours` is `lswh ingress` exactly as a user starts it (its uvicorn settings, its logging on: one
 JSON line per delivery). The baselines and `bare` (the ASGI app without any logging, what this
@@ -26,10 +26,11 @@ from tests.support.procs import Proc, RedisServer
 APPS: dict[str, tuple[str, dict[str, str]]] = {
     "floor": ("bench.apps.floor:app", {"BENCH_FLOOR_POOL": "default"}),
     "floor-blocking": ("bench.apps.floor:app", {"BENCH_FLOOR_POOL": "blocking"}),
+    "floor-pipelined": ("bench.apps.floor:app", {"BENCH_FLOOR_POOL": "pipelined"}),
     "peer": ("bench.apps.peer:app", {}),
     "bare": ("ingress.app:app", {}),
 }
-DEFAULT_APPS = "floor,floor-blocking,peer,ours"
+DEFAULT_APPS = "floor,floor-blocking,floor-pipelined,peer,ours"
 P99_TARGET_MS = 10.0
 PATH = f"/webhooks/langsmith?secret={SECRET}"
 HOST = "127.0.0.1"
@@ -214,6 +215,9 @@ def table(s: Settings, apps: list[str], results: dict[str, AppResult], generator
         if "floor" in apps:
             ratio = ours / med["floor"]
             row("ours / floor", ["" for _ in apps[:-1]] + [f"{ratio:.2f}x"], ">= 0.6x", _yes(ratio >= 0.6))
+        if "floor-pipelined" in apps:
+            ratio = ours / med["floor-pipelined"]
+            row("ours / floor-pipelined (both batch their stores)", ["" for _ in apps[:-1]] + [f"{ratio:.2f}x"])
         if "peer" in apps:
             ratio = ours / med["peer"]
             row("ours / peer", ["" for _ in apps[:-1]] + [f"{ratio:.2f}x"], ">= 2.5x", _yes(ratio >= 2.5))

@@ -9,6 +9,7 @@ percent-decoded, form-decoded) and any of them may match.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from urllib.parse import unquote_to_bytes
@@ -49,11 +50,17 @@ def _digest(value: bytes) -> bytes:
     return hashlib.sha256(value).digest()
 
 
+@functools.lru_cache(maxsize=8)
+def _digests(secrets: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """The configured secrets' digests: the same few tuples on every request."""
+    return tuple(_digest(secret) for secret in secrets)
+
+
 def is_authorized(candidates: Candidates, secrets: tuple[bytes, ...]) -> bool:
     """Constant-time: every candidate is compared with every configured secret, always, and
     on SHA-256 digests, so neither where a secret differs nor its length shows in the time."""
     matched = False
-    digests = [_digest(secret) for secret in secrets]
+    digests = _digests(secrets)
     for candidate in candidates:
         if not candidate or len(candidate) > MAX_SECRET_BYTES:
             continue

@@ -10,6 +10,9 @@ import orjson
 MAX_DEPTH = 256
 # Integers beyond 64 bits cannot be stored faithfully downstream (orjson turns them into floats).
 _INT_LIMIT = 2**64
+# 10**19 < 2**64 < 10**20: an integer literal beyond 64 bits shows as 20 digits in a row.
+_DIGITS_AS_ZEROS = bytes.maketrans(b"0123456789", b"0" * 10)
+_TWENTY_DIGITS = b"0" * 20
 _OBJECT_FIELDS = ("inputs", "outputs", "inputs_s3_urls", "outputs_s3_urls")
 
 
@@ -45,6 +48,14 @@ def _has_out_of_range_number(doc: Any) -> bool:
     return suspicious
 
 
+def _may_be_deep_or_huge(body: bytes) -> bool:
+    """False when the text alone rules out both the walk's findings: nesting needs an opening
+    bracket per level, and a huge integer 20 digits. Two C-speed scans (~5 us at 1.5 KB)
+    instead of walking every container (~25 us for the docs' payload)."""
+    return (body.count(b"{") + body.count(b"[") > MAX_DEPTH
+            or _TWENTY_DIGITS in body.translate(_DIGITS_AS_ZEROS))
+
+
 def parse_delivery(body: bytes) -> dict[str, Any]:
     """The parsed delivery, or BadDelivery with a one-line reason."""
     try:
@@ -53,7 +64,7 @@ def parse_delivery(body: bytes) -> dict[str, Any]:
         raise BadDelivery(f"body is not JSON: {str(exc).splitlines()[0]}") from None
     if not isinstance(doc, dict):
         raise BadDelivery("body must be a JSON object")
-    if _has_out_of_range_number(doc):
+    if _may_be_deep_or_huge(body) and _has_out_of_range_number(doc):
         # Rare: only the stdlib parser tells a huge integer from a large float.
         json.loads(body, parse_int=_checked_int, parse_constant=_reject_constant)
     rule_id = doc.get("rule_id")

@@ -82,3 +82,43 @@ def test_a_resent_body_is_a_duplicate_after_its_raw_body_expired(redis_server: R
     assert store(redis_server, settings, b"z", "a" * 32) is True
     assert sync.exists(contract.delivery_key("a" * 32)) == 0
     assert sync.llen(f"rq:queue:{contract.QUEUE}") == 0
+
+
+def test_a_redis_that_lost_the_script_gets_it_again_and_stores(redis_server: RedisServer, sync: redis.Redis) -> None:
+    """A restarted or flushed Redis answers NOSCRIPT, which stored nothing: the store loads the
+    script and runs it."""
+    settings = Settings(redis_url=f"redis://127.0.0.1:{redis_server.port}/{DB}")
+
+    async def go() -> list[bool]:
+        client = async_redis(settings.redis_url)
+        queue = DeliveryQueue(client, settings)
+        try:
+            first = await queue.store(b"1", "1" * 32, 1)
+            await client.script_flush()
+            second = await queue.store(b"2", "2" * 32, 1)
+            return [first.duplicate, second.duplicate]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(go()) == [False, False]
+    assert sync.lrange(f"rq:queue:{contract.QUEUE}", 0, -1) == [
+        contract.delivery_job_id(d).encode() for d in ("1" * 32, "2" * 32)]
+
+
+def test_deliveries_stored_in_one_turn_each_get_their_own_answer(redis_server: RedisServer,
+                                                                 sync: redis.Redis) -> None:
+    settings = Settings(redis_url=f"redis://127.0.0.1:{redis_server.port}/{DB}")
+    ids = [f"{n:032x}" for n in range(20)]
+
+    async def go() -> list[bool]:
+        client = async_redis(settings.redis_url)
+        queue = DeliveryQueue(client, settings)
+        try:
+            # The same body twice in one turn: one is stored, the other is its duplicate.
+            stored = await asyncio.gather(*(queue.store(b"b" + i.encode(), i, 1) for i in [*ids, ids[0]]))
+            return [s.duplicate for s in stored]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(go()) == [False] * 20 + [True]
+    assert sync.llen(f"rq:queue:{contract.QUEUE}") == 20

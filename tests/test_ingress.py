@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from lswh_core.contract import delivery_id_of
+from tests.support.procs import RedisServer
 from tests.support.stack import ROTATED, SECRET, Pipeline, delivery, fresh_run
 
 
@@ -121,3 +122,25 @@ def test_empty_runs_list_is_accepted(pipeline: Pipeline) -> None:
     response = pipeline.post(delivery([]))
     assert response.status_code == 202
     assert response.json()["runs"] == 0
+
+
+def test_start_up_objects_are_frozen_out_of_garbage_collection(redis_server: RedisServer) -> None:
+    """A full collection would otherwise walk every module and class on each pass, a stall
+    every delivery in flight waits out."""
+    import asyncio
+    import gc
+
+    from ingress.app import create_app
+    from lswh_core.settings import Settings
+
+    app = create_app(Settings(redis_url=redis_server.url, secrets=(SECRET,)))
+
+    async def started() -> int:
+        async with app.router.lifespan_context(app):
+            return gc.get_freeze_count()
+
+    gc.unfreeze()
+    try:
+        assert asyncio.run(started()) > 10_000
+    finally:
+        gc.unfreeze()

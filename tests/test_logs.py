@@ -3,6 +3,7 @@ concern, one ingress line per delivery instead of uvicorn's access log, nothing 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from lswh_core.logs import ContextFilter, JsonFormatter, TextFormatter, log_context
+from lswh_core.logs import ContextFilter, JsonFormatter, TextFormatter, TurnBatchedStreamHandler, log_context
 from lswh_core.redact import RedactingFilter
 from tests.support.procs import RedisServer, wait_until
 from tests.support.stack import SECRET, Pipeline, StandIn, delivery, fresh_run
@@ -69,6 +70,60 @@ def test_text_format_is_one_readable_line_with_fields() -> None:
     with log_context(delivery_id="abc"):
         logger.warning("slow")
     assert stream.getvalue().rstrip().endswith("WARNING " + logger.name + ": slow delivery_id=abc")
+
+
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def batched() -> tuple[logging.Logger, CountingStream, TurnBatchedStreamHandler]:
+    stream = CountingStream()
+    handler = TurnBatchedStreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger(f"test-logs-batched-{id(stream)}")
+    logger.handlers = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger, stream, handler
+
+
+def test_lines_logged_in_one_loop_turn_are_written_together_in_order_when_it_ends() -> None:
+    logger, stream, _ = batched()
+
+    async def deliveries() -> str:
+        for n in range(5):
+            logger.info("delivery %d", n)
+        during = stream.getvalue()
+        await asyncio.sleep(0)  # the turn ends: its callbacks, the write among them, run
+        return during
+
+    assert asyncio.run(deliveries()) == ""
+    assert [e["message"] for e in json_lines(stream.getvalue())] == [f"delivery {n}" for n in range(5)]
+    assert stream.writes == 1
+
+
+def test_a_line_logged_with_no_loop_running_is_written_at_once() -> None:
+    logger, stream, _ = batched()
+    logger.warning("starting")
+    assert [e["message"] for e in json_lines(stream.getvalue())] == ["starting"]
+
+
+def test_flush_writes_the_lines_still_waiting_so_shutdown_loses_none() -> None:
+    logger, stream, handler = batched()
+
+    async def last_words() -> None:
+        logger.info("one")
+        logger.info("two")
+        handler.flush()  # what logging.shutdown does at exit
+
+    asyncio.run(last_words())
+    assert [e["message"] for e in json_lines(stream.getvalue())] == ["one", "two"]
 
 
 # --- processes ------------------------------------------------------------------------------------

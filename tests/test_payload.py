@@ -26,6 +26,17 @@ def test_huge_integer_is_refused() -> None:
     assert "too large" in bad(b'{"runs": [], "x": ' + b"9" * 40 + b"}")
 
 
+@pytest.mark.parametrize(("number", "refused"), [
+    (b"18446744073709551615", False), (b"18446744073709551616", True), (b"-18446744073709551616", True),
+    (b"[1, 18446744073709551616]", True)])
+def test_integers_are_refused_from_2_to_the_64_on(number: bytes, refused: bool) -> None:
+    body = b'{"runs": [], "id": "12345678901234567890123", "x": ' + number + b"}"
+    if refused:
+        assert "too large" in bad(body)
+    else:
+        assert parse_delivery(body)["x"] == int(number)
+
+
 def test_large_float_is_accepted() -> None:
     assert parse_delivery(b'{"runs": [], "x": 1e30}')["x"] == 1e30
 

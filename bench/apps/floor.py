@@ -2,8 +2,10 @@
 
 No validation, no duplicate check, no job: the least work an ingress that stores a delivery
 in Redis can do. Env: REDIS_URL, LSWH_SECRETS (the first one is used), BENCH_FLOOR_POOL:
-`default` (redis-py's own pool: the fastest honest floor, and the one ratios are taken against)
-or `blocking` (a BlockingConnectionPool of 64, as lswh_core.redis uses, to show what it costs).
+`default` (redis-py's own pool, one LPUSH per request: the floor ratios are taken against),
+`blocking` (a BlockingConnectionPool of 64, as lswh_core.redis uses, to show what it costs) or
+`pipelined` (the default pool, and the LPUSHes of one event-loop turn sent as one pipeline, as
+the ingress sends its stores: ingress.autopipeline), to show what batching gives the floor too.
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ingress.autopipeline import AutoPipeline
+
 SECRET = os.environ["LSWH_SECRETS"].split(",")[0].encode()
 URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
-if os.environ.get("BENCH_FLOOR_POOL", "default") == "blocking":
+POOL = os.environ.get("BENCH_FLOOR_POOL", "default")
+if POOL == "blocking":
     REDIS = redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool.from_url(URL, max_connections=64))
 else:
     REDIS = redis.asyncio.Redis.from_url(URL)
+PIPELINE = AutoPipeline(REDIS, budget_seconds=2.0) if POOL == "pipelined" else None
 
 
 async def webhook(request: Request) -> Response:
@@ -30,7 +36,10 @@ async def webhook(request: Request) -> Response:
     if not hmac.compare_digest(given, SECRET):
         return Response(b'{"error": "unauthorized"}', status_code=401, media_type="application/json")
     body = await request.body()
-    await REDIS.lpush("bench:floor", body)
+    if PIPELINE is not None:
+        await PIPELINE.execute("LPUSH", "bench:floor", body)
+    else:
+        await REDIS.lpush("bench:floor", body)
     return Response(b'{"accepted": true}', status_code=202, media_type="application/json")
 
 

@@ -3,6 +3,7 @@ rate budget for every worker, metadata that survives updates, both read paths, 4
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,14 +17,12 @@ from rq.utils import now
 
 from lswh_core import contract
 from tests.support.procs import RedisServer
-from tests.support.stack import Pipeline, StandIn, delivery, fresh_run
+from tests.support.stack import Pipeline, StandIn, delivery, fresh_key, fresh_run
 
 RUN_READS = ("POST /api/v2/runs/query", "POST /runs/query", "GET /runs/{run_id}", "GET /api/v2/runs/{run_id}")
 
 
-def fresh_key() -> str:
-    """Its own rate-limit windows in the stand-in (every lsv2-standin-* key is valid)."""
-    return f"lsv2-standin-{uuid.uuid4().hex}"
+CLOUD_DBS = itertools.count(57)  # a database per test of the `cloud` fixture: 57..63, used by no other module
 
 
 def api_only_runs(standin: StandIn, n: int) -> list[dict[str, Any]]:
@@ -53,9 +52,8 @@ def accounted(stack: Pipeline, response: Any, runs: int, timeout: float = 120.0)
 
 
 @pytest.fixture
-def cloud(redis_server: RedisServer, standin: StandIn, request: pytest.FixtureRequest) -> Iterator[Pipeline]:
-    db = 30 + abs(hash(request.node.name)) % 30
-    stack = Pipeline(redis_server, standin, db=db, LANGSMITH_API_KEY=fresh_key())
+def cloud(redis_server: RedisServer, standin: StandIn) -> Iterator[Pipeline]:
+    stack = Pipeline(redis_server, standin, db=next(CLOUD_DBS), LANGSMITH_API_KEY=fresh_key())
     stack.redis.flushdb()
     yield stack
     stack.stop()

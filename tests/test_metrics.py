@@ -38,7 +38,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 @pytest.fixture(scope="module")
 def idle(redis_server: RedisServer, standin: StandIn) -> Iterator[Pipeline]:
     """An ingress with no worker: what it stores stays queued."""
-    stack = Pipeline(redis_server, standin, db=13, workers=0, LSWH_MAX_BODY_BYTES=str(LIMIT))
+    stack = Pipeline(redis_server, standin, db=44, workers=0, LSWH_MAX_BODY_BYTES=str(LIMIT))
     stack.redis.flushdb()
     yield stack
     stack.stop()

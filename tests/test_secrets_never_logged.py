@@ -14,7 +14,7 @@ import httpx
 
 from tests.support.faults import failed_run_job, injected, rq_texts, wait_for
 from tests.support.procs import RedisServer, free_port
-from tests.support.stack import API_KEY, Pipeline, StandIn, delivery, fresh_run
+from tests.support.stack import Pipeline, StandIn, delivery, fresh_run
 
 
 def signature(url: str) -> str:
@@ -87,7 +87,7 @@ def test_no_secret_or_signature_in_logs_or_jobs(redis_server: RedisServer, stand
         needles = {
             "query secret": query_secret,
             "bearer secret": bearer_secret,
-            "API key": API_KEY,
+            "API key": stack.env["LANGSMITH_API_KEY"],
             **{f"signature of {u[:60]}": signature(u) for u in presigned},
         }
         logs = {"ingress": stack.ingress.output(), **{f"worker {i}": w.output() for i, w in enumerate(stack.workers)}}

@@ -80,13 +80,17 @@ def failed_run_job(pipeline: Pipeline, run_id: str, timeout: float = 30.0) -> An
 
 
 def keys_without_ttl(client: redis.Redis) -> list[str]:
-    """Every key with no expiry, apart from RQ's registries and lists."""
+    """Every key with no expiry, apart from RQ's registries and lists, and the hashes of jobs
+    still waiting or running (RQ gives a job its TTL when it ends; a periodic pass may be
+    queued at any moment)."""
     found = []
     for raw in client.scan_iter(count=1000):
         key = raw.decode()
         if key.startswith(RQ_PERSISTENT_PREFIXES):
             continue
         if client.ttl(raw) == -1:
+            if key.startswith("rq:job:") and client.hget(raw, "status") in (b"queued", b"started", b"scheduled"):
+                continue
             found.append(key)
     return sorted(found)
 

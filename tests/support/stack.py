@@ -134,7 +134,9 @@ class Pipeline:
             "REDIS_URL": self.redis_url,
             "LSWH_SECRETS": f"{SECRET},{ROTATED}",
             "LANGSMITH_ENDPOINT": standin.url,
-            "LANGSMITH_API_KEY": API_KEY,
+            # Its own key: the stand-in limits each key, and pipelines of other tests must not
+            # spend this one's windows (each pipeline's budget lives in its own Redis database).
+            "LANGSMITH_API_KEY": fresh_key(),
             "LSWH_S3_ALLOWED_HOSTS": f"http://127.0.0.1:{standin.port}",
             "LSWH_RETRY_BASE_SECONDS": "1",
             "LSWH_DATASET": f"ds-{uuid.uuid4().hex[:8]}",

@@ -16,6 +16,7 @@ from rq.registry import FailedJobRegistry
 from lswh_core import contract
 from tests.support.procs import RedisServer, wait_until
 from tests.support.stack import Pipeline, StandIn, delivery, fresh_run
+from workers.process import SLICE_RUNS
 
 OBJECT_BYTES = 64 * 1024
 
@@ -87,7 +88,7 @@ def test_worker_killed_on_every_attempt_ends_with_per_run_failed_jobs(redis_serv
                                                                      standin: StandIn) -> None:
     stack = Pipeline(redis_server, standin, db=22, workers=0, LSWH_RETRIES="1")
     try:
-        runs = [fresh_run(inputs={"q": i}, outputs={"a": i}) for i in range(1000)]
+        runs = [fresh_run(inputs={"q": i}, outputs={"a": i}) for i in range(5 * SLICE_RUNS)]
         did = delivery_id(stack.post(delivery(runs)))
         job_id = contract.delivery_job_id(did)
         done_key = contract.done_key(did)
@@ -146,8 +147,8 @@ def test_killed_job_is_picked_up_once_even_without_retries(redis_server: RedisSe
 def test_job_out_of_time_resumes_at_the_next_slice(redis_server: RedisServer, standin: StandIn) -> None:
     stack = Pipeline(redis_server, standin, db=23, LSWH_JOB_TIMEOUT="6", LSWH_RETRIES="5")
     try:
-        standin.admin("POST", "latency", {"ms": 300})  # each slice takes about a second or more
-        runs = [fresh_run(inputs={"q": i}, outputs={"a": i}) for i in range(1000)]
+        standin.admin("POST", "latency", {"ms": 1000})  # each slice takes several seconds
+        runs = [fresh_run(inputs={"q": i}, outputs={"a": i}) for i in range(3 * SLICE_RUNS)]
         did = delivery_id(stack.post(delivery(runs)))
         figures = wait_accounted(stack, did, len(runs), timeout=240)
         assert figures["written"] == len(runs) and figures["failed"] == 0, figures

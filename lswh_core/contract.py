@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from typing import Any
 
 from lswh_core.settings import Settings
@@ -113,8 +114,15 @@ def delivery_job_id(delivery_id: str) -> str:
     return f"delivery-{delivery_id}"
 
 
+# RQ accepts only these characters in a job id; the ingress accepts any non-empty run id.
+_JOB_ID_SAFE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
 def run_job_id(delivery_id: str, run_id: str) -> str:
-    return f"run-{run_id}-{delivery_id}"
+    """The run id itself where RQ allows it (every LangSmith run id); any other string the
+    ingress accepted is named by its hash, so splitting it off can never fail."""
+    part = run_id if _JOB_ID_SAFE.fullmatch(run_id) else "h" + hashlib.sha256(run_id.encode()).hexdigest()[:32]
+    return f"run-{part}-{delivery_id}"
 
 
 def delivery_job_description(delivery_id: str, runs: int) -> str:

@@ -77,7 +77,8 @@ def test_no_secrets_configured_refuses_everything() -> None:
 @pytest.fixture(scope="module")
 def ingress(redis_server: RedisServer) -> Iterator[str]:
     port = free_port()
-    env = {"REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/5", "LSWH_SECRETS": f"other,{PASTED}"}
+    # A database of its own: what this ingress stores waits there, no worker runs it.
+    env = {"REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/45", "LSWH_SECRETS": f"other,{PASTED}"}
     proc: Proc = lswh("ingress", "--port", str(port), env=env, name="ingress-auth")
     url = f"http://127.0.0.1:{port}"
     try:

@@ -129,6 +129,9 @@ class Pipeline:
     def __init__(self, redis_server: RedisServer, standin: StandIn, *, db: int = 0, workers: int = 1,
                  **env: str) -> None:
         self.redis_url = f"redis://127.0.0.1:{redis_server.port}/{db}"
+        # Each pipeline owns its database: whatever an earlier test left there (jobs queued for an
+        # ingress without workers, scheduled retries) must not be run or waited for by this one.
+        redis.Redis.from_url(self.redis_url).flushdb()
         self.standin = standin
         self.env = {
             "REDIS_URL": self.redis_url,

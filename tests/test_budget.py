@@ -234,3 +234,23 @@ def test_a_lowered_limit_waits_for_enough_grants_to_age_out(connection: redis.Re
     # One refusal, one sleep until five of the six had aged out, one grant: not a try per grant
     # that aged out.
     assert strict.tries == 2
+
+
+def test_threads_and_coroutines_of_one_process_share_its_budget(connection: redis.Redis, api_key: str) -> None:
+    """The worker calls it from SDK threads and from its asyncio loop at once."""
+    budget = CountingBudget(connection, api_key, {"examples_get": Limit(5, WINDOW)}, margin_seconds=MARGIN)
+
+    def draw_sync() -> None:
+        for _ in range(3):
+            budget.acquire("examples_get")
+
+    async def draw_async() -> None:
+        for _ in range(3):
+            await budget.acquire_async("examples_get")
+
+    async def main() -> None:
+        await asyncio.gather(*(asyncio.to_thread(draw_sync) for _ in range(3)), *(draw_async() for _ in range(3)))
+
+    asyncio.run(main())
+    assert len(budget.granted_at) == 18
+    assert most_in_any_window(budget.granted_at, WINDOW + MARGIN - 0.001) == 5

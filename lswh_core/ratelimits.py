@@ -10,7 +10,8 @@ table rows keyed by `x-api-key`, US and EU alike:
     GET containing /examples                5000 / 60    Examples
     any request with x-api-key              1000 / 10    Default (API key)
 
-Counts are requests per interval in seconds; LangSmith answers 429 past them, without Retry-After.
+Counts are requests per interval in seconds; LangSmith answers 429 past them, without Retry-After
+(users ask for one: https://github.com/langchain-ai/langsmith-sdk/issues/2032).
 The table names only v1 paths. The SDK's v2 runs query (`POST /api/v2/runs/query`, what
 `client.runs.query_v2` sends) is a run query, so it counts as `run_query`; the v2 retrieve
 (`GET /api/v2/runs/{run_id}`, `client.runs.retrieve_v2`) retrieves one run by UUID, the "Run lookup"

@@ -71,13 +71,15 @@ end
 local requests = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < requests then
+local held = redis.call('ZCARD', KEYS[1])
+if held < requests then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
   return {1, 0, now}
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, math.max(1, tonumber(oldest[2]) + window - now), now}
+-- A slot frees when this grant ages out (the oldest, unless the limit was lowered meanwhile).
+local freeing = redis.call('ZRANGE', KEYS[1], held - requests, held - requests, 'WITHSCORES')
+return {0, math.max(1, tonumber(freeing[2]) + window - now), now}
 """
 
 # KEYS: pause. ARGV: pause in ms. Sets or extends the pause to end ARGV[1] ms from now.

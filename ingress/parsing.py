@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -43,6 +44,15 @@ def _ready() -> int:
     return os.getpid()
 
 
+def _leave_signals_to_the_ingress() -> None:
+    """A stop signal reaches the whole process group (Ctrl-C, tini -g, a test's killpg): the
+    ingress drains in-flight requests, then shuts the pool down itself. A parse process that
+    died first would turn those requests into 503s. If the ingress dies outright, the pool's
+    pipe closes and its processes exit on their own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class BodyChecker:
     def __init__(self, processes: int = PARSE_PROCESSES) -> None:
         self._processes = processes
@@ -52,7 +62,8 @@ class BodyChecker:
         if self._pool is None:
             # spawn: forking a process that runs an event loop and threads is unsafe, and a
             # spawned child imports only this module's few dependencies.
-            self._pool = ProcessPoolExecutor(self._processes, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(self._processes, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_leave_signals_to_the_ingress)
         return self._pool
 
     async def start(self) -> None:

@@ -36,7 +36,7 @@ def fetch(url: str) -> object:
         # Listed exactly, as a test object store on loopback must be (LSWH_S3_ALLOWED_HOSTS).
         transport = AiohttpTransport(max_connections=4, exact_hosts=("127.0.0.1",))
         async with httpx.AsyncClient(transport=transport) as client:
-            return await fetch_json(client, url, "inputs")
+            return (await fetch_json(client, url, "inputs"))[0]
 
     return asyncio.run(go())
 
@@ -96,7 +96,7 @@ def test_localhost_by_name_is_fetched_only_when_listed_exactly(server: Recording
     async def go(exact: tuple[str, ...]) -> object:
         transport = AiohttpTransport(max_connections=2, exact_hosts=exact)
         async with httpx.AsyncClient(transport=transport) as client:
-            return await fetch_json(client, f"http://localhost:{server.port}/named", "inputs")
+            return (await fetch_json(client, f"http://localhost:{server.port}/named", "inputs"))[0]
 
     hits = len(server.hits)
     with pytest.raises(ObjectUnusable):
@@ -126,7 +126,7 @@ def inward_name() -> str:
 def fetch_via(url: str, exact: tuple[str, ...] = ()) -> object:
     async def go() -> object:
         async with httpx.AsyncClient(transport=AiohttpTransport(max_connections=2, exact_hosts=exact)) as client:
-            return await fetch_json(client, url, "inputs")
+            return (await fetch_json(client, url, "inputs"))[0]
 
     return asyncio.run(go())
 

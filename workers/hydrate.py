@@ -7,14 +7,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from workers import s3
 from workers.errors import RunError
 from workers.langsmith import ApiRun
 from workers.runtime import S3_CONCURRENCY, Runtime
-
-FIELDS = ("inputs", "outputs")
 
 
 def presigned_url(run: dict[str, Any], field_name: str) -> str | None:
@@ -86,7 +82,7 @@ class Hydrator:
             started = time.perf_counter()
             status = "200"
             try:
-                value = await s3.fetch_json(self.runtime.http, url, name)
+                value, size = await s3.fetch_json(self.runtime.http, url, name)
             except s3.ObjectUnusable:
                 status = "unusable"
                 return None, 0
@@ -95,8 +91,7 @@ class Hydrator:
                 raise
             finally:
                 self.runtime.recorder.request("s3", "GET object", status, time.perf_counter() - started)
-        # What the object costs while the slice holds it; orjson re-encodes at about 1 GB/s.
-        return value, len(orjson.dumps(value))
+        return value, size
 
     async def without_api(self, item: Hydrated, names: tuple[str, ...]) -> Hydrated:
         """Inline when non-null (even {}), else the presigned object; else the field is left for

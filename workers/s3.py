@@ -69,7 +69,7 @@ class ObjectUnusable(Exception):
     the API instead (SPEC: a URL that is not allowed counts as missing)."""
 
 
-async def fetch_json(client: httpx.AsyncClient, url: str, what: str) -> Any:
+async def fetch_json(client: httpx.AsyncClient, url: str, what: str) -> tuple[dict[str, Any], int]:
     """GET one presigned object: no redirects, capped in size and time. Errors never carry
     the URL (its query string is a credential)."""
     try:
@@ -101,4 +101,4 @@ async def fetch_json(client: httpx.AsyncClient, url: str, what: str) -> Any:
         raise RunError(f"{what}: object is not JSON", transient=False) from None
     if not isinstance(value, dict):
         raise RunError(f"{what}: object is not a JSON object", transient=False)
-    return value
+    return value, size  # the bytes read: what a slice counts against its bound

@@ -99,8 +99,7 @@ def classify(exc: BaseException, doing: str) -> RunError:
     if isinstance(exc, ls_utils.LangSmithRateLimitError):
         return RunError(f"{doing}: LangSmith rate limit", transient=True)
     if isinstance(exc, ls_utils.LangSmithConnectionError | ls_utils.LangSmithRequestTimeout
-                  | ls_utils.LangSmithAPIError | requests.ConnectionError | requests.Timeout
-                  | ConnectionError | TimeoutError):
+                  | ls_utils.LangSmithAPIError):
         return RunError(f"{doing}: {type(exc).__name__}", transient=True)
     if isinstance(exc, ls_utils.LangSmithAuthError):
         return RunError(f"{doing}: LangSmith rejected the API key", transient=False)

@@ -25,18 +25,6 @@ def example_metadata(run: dict[str, Any], rule_id: str | None, scores: dict[str,
     }
 
 
-def build_example(*, dataset_id: str, run: dict[str, Any], rule_id: str | None, inputs: dict[str, Any],
-                  outputs: dict[str, Any] | None, scores: dict[str, Any]) -> dict[str, Any]:
-    run_id = str(run["id"])
-    return {
-        "id": example_id(dataset_id, run_id),
-        "inputs": inputs,
-        "outputs": outputs,
-        "metadata": example_metadata(run, rule_id, scores),
-        "source_run_id": run_id,
-    }
-
-
 def _jsonish(value: Any) -> Any:
     """Compare what LangSmith stored with what we would write, ignoring uuid-vs-str noise."""
     if isinstance(value, dict):

@@ -332,9 +332,9 @@ class LangSmith:
 
         batches: list[Awaitable[list[tuple[Sequence[RunRef], list[ApiRun] | RunError]]]] = []
         for project_refs in plan.v2.values():
-            for chunk in _chunks(project_refs, min(page_size, V2_QUERY_PAGE_MAX)):
+            for chunk in chunks(project_refs, min(page_size, V2_QUERY_PAGE_MAX)):
                 batches.append(split_on_refusal(chunk, v2_batch, "reading runs through the API"))
-        for chunk in _chunks(plan.v1, min(page_size, V1_QUERY_PAGE)):
+        for chunk in chunks(plan.v1, min(page_size, V1_QUERY_PAGE)):
             batches.append(split_on_refusal(chunk, v1_batch, "reading runs through the API"))
         for results in await asyncio.gather(*batches):
             for batch, result in results:
@@ -402,7 +402,7 @@ class LangSmith:
             return self.call(lambda: list(self.client.list_feedback(run_ids=list(chunk))))
 
         results = await asyncio.gather(*(split_on_refusal(chunk, one, "listing feedback")
-                                         for chunk in _chunks(list(run_ids), FEEDBACK_CHUNK)))
+                                         for chunk in chunks(list(run_ids), FEEDBACK_CHUNK)))
         found: dict[str, list[Any] | RunError] = {}
         for batch, result in (pair for pairs in results for pair in pairs):
             if isinstance(result, RunError):
@@ -437,7 +437,7 @@ class LangSmith:
             return self.call(lambda: list(self.client.list_examples(dataset_id=dataset_id, example_ids=chunk)))
 
         results = await asyncio.gather(*(split_on_refusal(chunk, one, "reading existing examples")
-                                         for chunk in _chunks(list(ids), EXAMPLES_CHUNK)))
+                                         for chunk in chunks(list(ids), EXAMPLES_CHUNK)))
         return [pair for pairs in results for pair in pairs]
 
     async def create_examples(self, dataset_id: str, examples: Sequence[Mapping[str, Any]]) -> None:
@@ -471,11 +471,6 @@ class LangSmith:
         """Raises the SDK's auth error when LangSmith rejects the key."""
         next(iter(self.client.list_datasets(limit=1)), None)
 
-    async def aclose(self) -> None:
-        if self._v2 is not None:
-            await self._v2.close()
-
-
-def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
     size = max(1, size)
     return [items[i:i + size] for i in range(0, len(items), size)]

@@ -16,7 +16,7 @@ from langsmith import utils as ls_utils
 
 from workers.errors import RunError, classify
 from workers.examples import differs, merged_metadata
-from workers.langsmith import LangSmith
+from workers.langsmith import LangSmith, chunks
 from workers.runtime import Runtime
 
 WRITE_BATCH = 200
@@ -25,10 +25,6 @@ MAX_CONFLICT_ROUNDS = 3
 WRITTEN, UPDATED, UNCHANGED, SKIPPED = "written", "updated", "unchanged", "skipped"
 Outcome = str | RunError  # one of the four above, or what stopped the run
 Outcomes = dict[str, Outcome]  # run id -> outcome
-
-
-def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _as_dict(example: Any) -> dict[str, Any]:

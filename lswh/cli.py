@@ -48,7 +48,9 @@ def ingress(args: argparse.Namespace) -> int:
         # Off: it prints the query string (the secret), and redacting it halved throughput. The
         # app logs its own line per delivery (outcome, delivery_id, runs, bytes, ms).
         access_log=False,
-        proxy_headers=True,
+        # Off: nothing here reads the client's address or scheme, and the middleware is a layer
+        # every request passes through.
+        proxy_headers=False,
         server_header=False,
         timeout_keep_alive=5,
         # Stop quickly: LangSmith retries a refused connection, and compose/k8s wait for us.

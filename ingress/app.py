@@ -7,7 +7,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -45,7 +45,7 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
-def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
@@ -207,7 +207,7 @@ async def metrics(request: Request) -> Response:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error(exc.status_code, exc.detail)
+    return error(exc.status_code, exc.detail, exc.headers)  # a 405's Allow
 
 
 async def server_error(request: Request, exc: Exception) -> Response:

@@ -118,6 +118,86 @@ def test_unknown_path_is_json_404(pipeline: Pipeline) -> None:
     assert "error" in response.json()
 
 
+def test_answers_are_json_with_a_length_not_chunked(pipeline: Pipeline) -> None:
+    for response in (pipeline.post(delivery([fresh_run()])), pipeline.post(delivery([fresh_run()]), secret="no")):
+        assert response.headers["content-type"] == "application/json"
+        assert int(response.headers["content-length"]) == len(response.content)
+        assert "transfer-encoding" not in response.headers
+
+
+def test_other_methods_on_the_webhook_path_are_json_405(pipeline: Pipeline) -> None:
+    response = pipeline.http.get("/webhooks/langsmith", params={"secret": SECRET})
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert "error" in response.json()
+
+
+def test_the_route_behind_the_shortcut_answers_the_same(redis_server: RedisServer) -> None:
+    """A POST that misses Ingress's shortcut reaches the same Webhook through Starlette's router."""
+    import asyncio
+
+    from ingress.app import create_app
+    from lswh_core.settings import Settings
+
+    app = create_app(Settings(redis_url=redis_server.url, secrets=(SECRET,)))
+    body = json.dumps(delivery([fresh_run()])).encode()
+
+    async def post(asgi: object) -> tuple[int, bytes]:
+        transport = httpx.ASGITransport(app=asgi)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
+            response = await client.post("/webhooks/langsmith", params={"secret": SECRET}, content=body)
+            return response.status_code, response.content
+
+    async def both() -> tuple[tuple[int, bytes], tuple[int, bytes]]:
+        async with app.router.lifespan_context(app):  # type: ignore[arg-type]
+            return await post(app), await post(app.starlette)
+
+    shortcut, routed = asyncio.run(both())
+    assert shortcut[0] == 202
+    assert routed == (202, shortcut[1].replace(b'"duplicate":false', b'"duplicate":true'))
+
+
+def test_an_unexpected_error_is_a_json_500_with_its_class_logged(caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from starlette.datastructures import State
+
+    from ingress.app import Webhook
+
+    class Broken:
+        async def check(self, body: bytes) -> tuple[str, int]:
+            raise RuntimeError("a bug")
+
+    state = State({"secrets": (SECRET.encode(),), "checker": Broken(), "metrics": _Metrics(),
+                   "settings": _settings()})
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/webhooks/langsmith", "headers": [],
+             "query_string": f"secret={SECRET}".encode()}
+    asyncio.run(Webhook(state)(scope, receive, send))
+    assert sent[0]["status"] == 500
+    assert json.loads(sent[1]["body"]) == {"error": "internal error"}
+    # the traceback: as exc_info, or as exc_text once the redacting filter has formatted it
+    assert any("unhandled RuntimeError" in r.getMessage() and (r.exc_info or r.exc_text) for r in caplog.records)
+
+
+class _Metrics:
+    def delivery(self, *args: object) -> None:
+        pass
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from lswh_core.settings import Settings
+
+    return Settings(redis_url="redis://127.0.0.1:1/0", secrets=(SECRET,))
+
+
 def test_empty_runs_list_is_accepted(pipeline: Pipeline) -> None:
     response = pipeline.post(delivery([]))
     assert response.status_code == 202

@@ -62,7 +62,7 @@ class LoadResult:
         """A note when the generator itself fell behind: its delay is in the latencies."""
         if not self.late_sends:
             return ""
-        return (f"GENERATOR LATE: {self.late_sends} sends over {LATE_SECONDS * 1000:.0f} ms behind schedule "
+        return (f"generator late: {self.late_sends} sends over {LATE_SECONDS * 1000:.0f} ms behind schedule "
                 f"(max {self.max_late_ms:.1f} ms); that delay is the generator's, not the server's")
 
     @property

@@ -1,11 +1,15 @@
 """Ingress throughput, latency and memory: ours as shipped against a floor and a peer, side by side.
 
     python -m bench.ingress [--quick] [--rounds N] [--seconds S] [--apps floor,floor-blocking,floor-pipelined,peer,ours]
+                            [--python-generator]
 
 `ours` is `lswh ingress` exactly as a user starts it (its uvicorn settings, its logging on: one
 JSON line per delivery). The baselines and `bare` (the ASGI app without any logging, what this
 bench used to measure) are served by uvicorn with the same loop and parser, no access log. One
 redis-server for all, flushed between apps, one app after another, rounds interleaved.
+
+The fixed-rate (open loop) latencies come from bench/openloop.c when a C compiler is on PATH,
+else from the Python asyncio generator (`--python-generator` forces it, to compare the two).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class Settings:
     big_repeats: int = 5
     rss_total: int = 100_000
     rss_step: int = 20_000
+    python_generator: bool = False
 
     @classmethod
     def quick(cls) -> Settings:
@@ -65,6 +70,8 @@ class AppResult:
     open_p99: float | None = None
     open_ok: int = 0
     open_sent: int = 0
+    open_generator: str = ""
+    open_late: str = ""  # the generator's own sends more than 1 ms behind schedule, "" when none
     big_ms: list[float] = field(default_factory=list)
     big_status: set = field(default_factory=set)
 
@@ -117,13 +124,20 @@ def latency_phase(app: str, redis_url: str, s: Settings, result: AppResult) -> N
     proc, port = start(app, redis_url, f"bench-{app}")
     try:
         load.closed_loop_python(HOST, port, PATH, connections=16, count=2000)  # warm up
-        r = load.open_loop(HOST, port, PATH, rate=s.open_rate, seconds=s.open_seconds)
+        r = load.open_loop(HOST, port, PATH, rate=s.open_rate, seconds=s.open_seconds,
+                           python_generator=s.python_generator)
         result.open_p50, result.open_p99 = r.p50_ms, r.p99_ms
         result.open_ok, result.open_sent = r.statuses.get(202, 0), int(s.open_rate * s.open_seconds)
-        print(f"  {app:14s} open loop (python, scheduled send times) {s.open_rate:.0f}/s: "
-              f"p50 {r.p50_ms:.2f} ms p99 {r.p99_ms:.2f} ms "
-              f"({dict(r.statuses)}, errors {r.errors}, generator CPU {r.client_cpu_s:.1f} s, "
-              f"load {loadavg()})", flush=True)
+        result.open_generator = r.generator
+        if r.late_sends:
+            result.open_late = f"{r.late_sends} (max {r.max_late_ms:.1f} ms)"
+        print(f"  {app:14s} {r.generator} at {s.open_rate:.0f}/s (latency from scheduled send times): "
+              f"p50 {_fmt(r.p50_ms, '.2f')} ms p99 {_fmt(r.p99_ms, '.2f')} ms p99.9 {_fmt(r.p999_ms, '.2f')} ms "
+              f"max {_fmt(r.max_ms, '.2f')} ms ({dict(r.statuses)}, errors {r.errors}, "
+              f"generator CPU {_fmt(r.client_cpu_s, '.2f')} s, late sends {r.late_sends}, load {loadavg()})",
+              flush=True)
+        if r.late_sends:
+            print(f"  {app:14s} {r.lateness()}", flush=True)
         client.flushall()
         with httpx.Client(timeout=30) as http:
             url = f"http://{HOST}:{port}{PATH}"
@@ -196,8 +210,10 @@ def run(s: Settings, apps: list[str]) -> list[str]:
 def table(s: Settings, apps: list[str], results: dict[str, AppResult], generator: str,
           rss: list[tuple[int, float]]) -> list[str]:
     med = {app: load.median(results[app].rps) for app in apps}
+    open_generator = " / ".join(sorted({results[a].open_generator for a in apps} - {""})) or "n/a"
     lines = [f"### Ingress (closed loop: {generator}, {s.seconds:.0f} s per app per round, "
-             f"{s.rounds} rounds interleaved, medians; ours = `lswh ingress` as shipped, logging on)", "",
+             f"{s.rounds} rounds interleaved, medians; open loop: {open_generator}; "
+             f"ours = `lswh ingress` as shipped, logging on)", "",
              "| measure | " + " | ".join(apps) + " | target | met |",
              "|---|" + "---:|" * len(apps) + "---|---|"]
 
@@ -234,6 +250,8 @@ def table(s: Settings, apps: list[str], results: dict[str, AppResult], generator
         [_fmt(results[a].open_p99, ".2f") for a in apps], f"< {P99_TARGET_MS:.0f} ms",
         _yes(p99_target is not None and p99_target < P99_TARGET_MS) if "ours" in apps else "")
     row("open loop 202s / sent", [f"{results[a].open_ok}/{results[a].open_sent}" for a in apps])
+    row("open loop sends > 1 ms late (the generator's delay, inside the latencies)",
+        [results[a].open_late or "0" for a in apps])
     big = {a: load.median(results[a].big_ms) for a in apps}
     row(f"10 MiB delivery ms, median of {s.big_repeats}",
         [f"{_fmt(big[a])} ({'/'.join(str(c) for c in sorted(results[a].big_status))})" for a in apps],
@@ -256,6 +274,8 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--connections", type=int)
     parser.add_argument("--apps", default=DEFAULT_APPS, help=f"from {', '.join([*APPS, 'ours'])}; ours last")
+    parser.add_argument("--python-generator", action="store_true",
+                        help="fixed-rate load from the Python asyncio generator even when the C one builds")
     args = parser.parse_args(argv)
     s = Settings.quick() if args.quick else Settings()
     if args.rounds:
@@ -264,6 +284,7 @@ def main(argv: list[str] | None = None) -> list[str]:
         s.seconds = args.seconds
     if args.connections:
         s.connections = args.connections
+    s.python_generator = args.python_generator
     apps = [a for a in args.apps.split(",") if a]
     lines = run(s, apps)
     print("\n".join(lines))

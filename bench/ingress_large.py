@@ -140,7 +140,7 @@ def main() -> None:
     print(f"machine: {machine()}  loadavg at end: {loadavg()}")
     print(f"small load: {busy.generator}; large: {LARGE_AT_ONCE} x {args.large_bytes / 2**20:.0f} MiB at once, "
           f"repeated, for {seconds:.0f} s\n")
-    print("| small deliveries | answered | 202 | p50 | p99 |")
+    print(f"| small deliveries ({busy.generator}) | answered | 202 | p50 | p99 |")
     print("|---|---|---|---|---|")
     for name, result in (("alone", alone), ("while large ones are posted", busy)):
         print(f"| {name} | {result.requests} | {result.statuses.get(202, 0)} | {result.p50_ms:.1f} ms "

@@ -1,18 +1,23 @@
-"""Load generators: wrk (closed loop, when on PATH) and small asyncio ones on raw streams.
+"""Load generators: wrk (closed loop, when on PATH), bench/openloop.c (fixed rate, when a C
+compiler is on PATH) and small asyncio ones on raw streams (the fallbacks).
 
-The open-loop generator schedules request i at t0 + i/rate and measures each latency from
+The open-loop generators schedule request i at t0 + i/rate and measure each latency from
 that scheduled time, so a stalled server is charged for the requests it kept waiting
-(no coordinated omission). It opens a new connection whenever none is idle.
+(no coordinated omission). They open a new connection whenever none is idle. The C one is
+preferred: on a 2-core machine the asyncio one shares the cores with the server under test,
+and its own event-loop jitter lands in the latencies it reports.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -24,7 +29,13 @@ from pathlib import Path
 from bench.payloads import MARKER, template
 
 WRK_SCRIPT = Path(__file__).with_name("wrk_fresh_runs.lua")
+OPENLOOP_SOURCE = Path(__file__).with_name("openloop.c")
+# Compiled once per version of the source; ignored by git.
+BUILD_DIR = Path(__file__).with_name(".build")
 KEEPALIVE_REUSE_SECONDS = 4.0  # uvicorn's --timeout-keep-alive is 5 s
+LATE_SECONDS = 0.001  # a send this far behind its schedule is the generator's delay, not the server's
+C_GENERATOR = "openloop (C, epoll+timerfd)"
+PYTHON_GENERATOR = "python open loop"
 
 
 @dataclass
@@ -37,7 +48,22 @@ class LoadResult:
     generator: str = ""
     p50_ms: float | None = None
     p99_ms: float | None = None
-    client_cpu_s: float | None = None  # CPU the Python generator itself used
+    client_cpu_s: float | None = None  # CPU the generator itself used
+    # Open loop only: what was scheduled and sent, the tail, and the generator's own lateness.
+    sent: int | None = None
+    p90_ms: float | None = None
+    p999_ms: float | None = None
+    max_ms: float | None = None
+    late_sends: int | None = None  # sends more than LATE_SECONDS behind their schedule
+    max_late_ms: float | None = None
+    duplicates: int | None = None  # answers saying "duplicate": true (C generator only)
+
+    def lateness(self) -> str:
+        """A note when the generator itself fell behind: its delay is in the latencies."""
+        if not self.late_sends:
+            return ""
+        return (f"generator late: {self.late_sends} sends over {LATE_SECONDS * 1000:.0f} ms behind schedule "
+                f"(max {self.max_late_ms:.1f} ms); that delay is the generator's, not the server's")
 
     @property
     def rps(self) -> float:
@@ -172,26 +198,103 @@ async def _open_loop(host: str, port: int, path: str, rate: float, seconds: floa
         idle.append((conn, time.perf_counter()))
 
     tasks = []
+    late_sends = 0
+    max_late = 0.0
     t0 = time.perf_counter() + 0.05
     for i, body in enumerate(bodies):
         scheduled = t0 + i / rate
         delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+        late = time.perf_counter() - scheduled
+        max_late = max(max_late, late)
+        late_sends += late > LATE_SECONDS
         tasks.append(asyncio.create_task(one(scheduled, body)))
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - t0
     for conn, _ in idle:
         conn.close()
     result = LoadResult(requests=len(latencies), seconds=elapsed, statuses=statuses, errors=errors,
-                        latencies=latencies, generator="python open loop")
+                        latencies=latencies, generator=PYTHON_GENERATOR, sent=total, late_sends=late_sends,
+                        max_late_ms=max_late * 1000)
     result.p50_ms, result.p99_ms = result.percentile(50), result.percentile(99)
+    result.p90_ms, result.p999_ms = result.percentile(90), result.percentile(99.9)
+    result.max_ms = max(latencies) * 1000 if latencies else None
     return result
 
 
-def open_loop(host: str, port: int, path: str, *, rate: float = 1000, seconds: float = 10,
-              warm_connections: int = 16) -> LoadResult:
+def open_loop_python(host: str, port: int, path: str, *, rate: float = 1000, seconds: float = 10,
+                     warm_connections: int = 16) -> LoadResult:
     return _run(_open_loop(host, port, path, rate, seconds, warm_connections))
+
+
+def openloop_binary() -> Path | None:
+    """bench/openloop.c compiled with the C compiler on PATH, once per version of the source;
+    None when there is no compiler or it fails (the reason goes to stderr)."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    source = OPENLOOP_SOURCE.read_bytes()
+    binary = BUILD_DIR / f"openloop-{hashlib.sha256(source).hexdigest()[:16]}"
+    if binary.exists():
+        return binary
+    BUILD_DIR.mkdir(exist_ok=True)
+    # Built under a private name and renamed into place: two benches starting at once never
+    # run a half-written binary.
+    partial = BUILD_DIR / f".{binary.name}.{os.getpid()}"
+    done = subprocess.run([compiler, "-O2", "-std=gnu11", "-Wall", "-o", str(partial), str(OPENLOOP_SOURCE)],
+                          capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        print(f"bench: {compiler} could not build {OPENLOOP_SOURCE.name}, using the Python open loop:\n"
+              f"{done.stderr}", file=sys.stderr)
+        partial.unlink(missing_ok=True)
+        return None
+    partial.replace(binary)
+    return binary
+
+
+def open_loop_c(binary: Path, host: str, port: int, path: str, *, rate: float = 1000, seconds: float = 10,
+                warm_connections: int = 16, drain_seconds: float = 10.0) -> LoadResult:
+    """Runs the compiled bench/openloop.c and reads its one OPENLOOP_JSON line."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        f.write(template())
+    args = [str(binary), host, str(port), path, str(rate), str(seconds), f.name, str(warm_connections),
+            str(drain_seconds)]
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=seconds + drain_seconds + 60)
+    finally:
+        os.unlink(f.name)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("OPENLOOP_JSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"openloop exited {done.returncode}: {done.stderr.strip()}")
+    return parse_openloop(line)
+
+
+def parse_openloop(line: str) -> LoadResult:
+    """A LoadResult from the generator's `OPENLOOP_JSON {...}` line."""
+    data = json.loads(line.removeprefix("OPENLOOP_JSON "))
+    statuses: Counter = Counter({int(code): n for code, n in data["statuses"].items()})
+    # Errors under their kind's name, as the Python generator lists its exceptions.
+    statuses.update({kind: n for kind, n in data["error_kinds"].items() if n})
+
+    def ms(key: str) -> float | None:
+        return data[key] / 1000 if data[key] >= 0 else None
+
+    return LoadResult(requests=data["completed"], seconds=data["duration_us"] / 1e6, statuses=statuses,
+                      errors=data["errors"], generator=C_GENERATOR, p50_ms=ms("p50_us"), p99_ms=ms("p99_us"),
+                      p90_ms=ms("p90_us"), client_cpu_s=data["client_cpu_s"], sent=data["sent"], p999_ms=ms("p999_us"),
+                      max_ms=ms("max_us"), late_sends=data["late_sends"], max_late_ms=data["max_late_us"] / 1000,
+                      duplicates=data["duplicates"])
+
+
+def open_loop(host: str, port: int, path: str, *, rate: float = 1000, seconds: float = 10,
+              warm_connections: int = 16, python_generator: bool = False) -> LoadResult:
+    """Fixed-rate load: the C generator when a compiler can build it, else (or when asked) the
+    Python one. LoadResult.generator says which ran."""
+    binary = None if python_generator else openloop_binary()
+    if binary is None:
+        return open_loop_python(host, port, path, rate=rate, seconds=seconds, warm_connections=warm_connections)
+    return open_loop_c(binary, host, port, path, rate=rate, seconds=seconds, warm_connections=warm_connections)
 
 
 def have_wrk() -> bool:

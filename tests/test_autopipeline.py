@@ -13,7 +13,7 @@ import redis
 import redis.asyncio
 import redis.exceptions
 
-from ingress.autopipeline import AutoPipeline
+from ingress.autopipeline import AutoPipeline, _Incomplete, pack, parse
 from lswh_core.redis import async_redis
 from tests.support.procs import RedisServer, free_port
 
@@ -122,3 +122,102 @@ def test_a_hung_redis_fails_the_batch_within_its_budget_then_serves_again() -> N
         assert after is True or after == b"PONG"
     finally:
         server.stop()
+
+
+def test_commands_land_in_the_urls_database_behind_its_password() -> None:
+    server = RedisServer()
+    try:
+        redis.Redis(port=server.port).config_set("requirepass", "pa55word")
+
+        async def body(pipeline: AutoPipeline, client: redis.asyncio.Redis) -> Any:
+            return await pipeline.execute("SET", "where", "here")
+
+        assert run(f"redis://:pa55word@127.0.0.1:{server.port}/5", body) == b"OK"
+        assert redis.Redis(port=server.port, db=5, password="pa55word").get("where") == b"here"
+        assert redis.Redis(port=server.port, db=0, password="pa55word").get("where") is None
+    finally:
+        server.stop()
+
+
+def test_a_connection_closed_by_redis_fails_its_callers_and_the_next_command_reconnects(
+        redis_server: RedisServer, url: str) -> None:
+    async def body(pipeline: AutoPipeline, client: redis.asyncio.Redis) -> list[Any]:
+        results: list[Any] = []
+        for _ in range(5):  # more drops than the pool below has connections: none may leak
+            results.append(await pipeline.execute("INCR", "n"))
+            killer = redis.Redis(port=redis_server.port)
+            killer.client_kill_filter(_type="normal", skipme=True)
+            killer.close()
+            results.append(await asyncio.gather(pipeline.execute("PING"), return_exceptions=True))
+        return results
+
+    async def go() -> list[Any]:
+        client = async_redis(url, max_connections=2)
+        pipeline = AutoPipeline(client, 2.0)
+        try:
+            async with asyncio.timeout(TEST_BOUND_SECONDS):
+                return await body(pipeline, client)
+        finally:
+            await pipeline.aclose()
+            await client.aclose()
+
+    results = asyncio.run(go())
+    assert results[0::2] == [1, 2, 3, 4, 5]  # each command after a drop ran on a new connection
+    for (outcome,) in results[1::2]:  # the PING right after a kill: failed, or already reconnected
+        assert outcome == b"PONG" or isinstance(outcome, redis.exceptions.ConnectionError), outcome
+
+
+def test_redis_py_connections_keep_their_streams_where_the_pipeline_reads_them(url: str) -> None:
+    """The seam AutoPipeline uses: a connected redis-py asyncio Connection's _reader and _writer."""
+    async def go() -> tuple[Any, Any]:
+        client = async_redis(url)
+        try:
+            connection = await client.connection_pool.get_connection()
+            try:
+                return connection._reader, connection._writer
+            finally:
+                await client.connection_pool.release(connection)
+        finally:
+            await client.aclose()
+
+    reader, writer = asyncio.run(go())
+    assert isinstance(reader, asyncio.StreamReader) and isinstance(writer, asyncio.StreamWriter)
+
+
+@pytest.mark.parametrize(("command", "packed"), [
+    (("PING",), b"*1\r\n$4\r\nPING\r\n"),
+    (("SET", "k", b"\x00\r\n", 7, 1.5), b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\n\x00\r\n\r\n$1\r\n7\r\n$3\r\n1.5\r\n"),
+    (("SET", "é", ""), b"*3\r\n$3\r\nSET\r\n$2\r\n\xc3\xa9\r\n$0\r\n\r\n"),
+])
+def test_commands_are_packed_as_resp_arrays_of_bulk_strings(command: tuple[Any, ...], packed: bytes) -> None:
+    assert pack(command) == packed
+
+
+def test_packing_refuses_what_redis_py_would_refuse() -> None:
+    with pytest.raises(redis.exceptions.DataError):
+        pack(("SET", "k", None))
+    with pytest.raises(redis.exceptions.DataError):
+        pack(("SET", "k", True))
+
+
+@pytest.mark.parametrize(("wire", "reply"), [
+    (b":42\r\n", 42), (b"+OK\r\n", b"OK"), (b"$4\r\na\r\nb\r\n", b"a\r\nb"), (b"$-1\r\n", None), (b"_\r\n", None),
+    (b"*2\r\n:1\r\n$1\r\nx\r\n", [1, b"x"]), (b"*-1\r\n", None), (b"$0\r\n\r\n", b""),
+])
+def test_each_reply_type_is_read_whole_and_only_when_whole(wire: bytes, reply: Any) -> None:
+    assert parse(wire + b":7\r\n", 0) == (reply, len(wire))
+    for cut in range(len(wire)):
+        with pytest.raises(_Incomplete):
+            parse(wire[:cut], 0)
+
+
+def test_error_replies_become_the_exceptions_redis_py_raises() -> None:
+    error, end = parse(b"-NOSCRIPT No matching script.\r\n", 0)
+    assert isinstance(error, redis.exceptions.NoScriptError) and end == 31
+    error, _ = parse(b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n", 0)
+    assert type(error) is redis.exceptions.ResponseError
+
+
+def test_an_unknown_reply_type_is_an_error_not_a_guess() -> None:
+    with pytest.raises(ValueError, match="unexpected reply type"):
+        parse(b"?what\r\n", 0)

@@ -22,9 +22,10 @@ DB = 21
 TEST_BOUND_SECONDS = 20.0
 
 
-def run(url: str, body: Callable[[AutoPipeline, redis.asyncio.Redis], Awaitable[Any]], budget: float = 2.0) -> Any:
+def run(url: str, body: Callable[[AutoPipeline, redis.asyncio.Redis], Awaitable[Any]], budget: float = 2.0,
+        max_connections: int = 64) -> Any:
     async def go() -> Any:
-        client = async_redis(url)
+        client = async_redis(url, max_connections=max_connections)
         pipeline = AutoPipeline(client, budget)
         try:
             async with asyncio.timeout(TEST_BOUND_SECONDS):
@@ -151,17 +152,7 @@ def test_a_connection_closed_by_redis_fails_its_callers_and_the_next_command_rec
             results.append(await asyncio.gather(pipeline.execute("PING"), return_exceptions=True))
         return results
 
-    async def go() -> list[Any]:
-        client = async_redis(url, max_connections=2)
-        pipeline = AutoPipeline(client, 2.0)
-        try:
-            async with asyncio.timeout(TEST_BOUND_SECONDS):
-                return await body(pipeline, client)
-        finally:
-            await pipeline.aclose()
-            await client.aclose()
-
-    results = asyncio.run(go())
+    results = run(url, body, max_connections=2)
     assert results[0::2] == [1, 2, 3, 4, 5]  # each command after a drop ran on a new connection
     for (outcome,) in results[1::2]:  # the PING right after a kill: failed, or already reconnected
         assert outcome == b"PONG" or isinstance(outcome, redis.exceptions.ConnectionError), outcome

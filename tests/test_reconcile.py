@@ -19,7 +19,7 @@ from lswh_core import contract
 from tests.support.procs import RedisServer, free_port
 from tests.support.stack import Pipeline, StandIn, delivery, fresh_key, fresh_run
 from workers.langsmith import RuleInfo, points_at, rule_info
-from workers.reconcile import ANY_FEEDBACK, feedback_filter, pass_window, period_index, pick_rules
+from workers.reconcile import ANY_FEEDBACK, feedback_filter, oldest_queued, pass_window, period_index, pick_rules
 
 EVERY, GRACE = 3, 1
 PUBLIC_URL = f"https://hooks-{uuid.uuid4().hex[:8]}.example"
@@ -37,6 +37,27 @@ def test_a_first_window_reaches_one_period_back() -> None:
 
 def test_a_window_never_reaches_past_keep_days() -> None:
     assert pass_window(0.0, 1_000_000.0, every=60, grace=10, keep=3_600) == (996_400.0, 999_990.0)
+
+
+def test_a_window_ends_before_what_still_waits_in_the_queue() -> None:
+    # A delivery queued at 1,050 is not recorded as received yet: runs it may hold are not lost.
+    assert pass_window(1_000.0, 1_100.0, every=60, grace=10, keep=86_400, oldest_queued=1_050.0) == (940.0, 1_040.0)
+    # A delivery that arrived just now changes nothing.
+    assert pass_window(1_000.0, 1_100.0, every=60, grace=10, keep=86_400, oldest_queued=1_100.0) == (940.0, 1_090.0)
+
+
+def test_the_oldest_queued_delivery_is_read_from_rqs_own_job(redis_server: RedisServer) -> None:
+    from rq import Queue
+
+    client = redis.Redis(port=redis_server.port, db=29)
+    client.flushdb()
+    assert oldest_queued(client) is None
+    before = time.time()
+    Queue(contract.QUEUE, connection=client).enqueue(contract.DELIVERY_JOB, "f" * 32)
+    Queue(contract.QUEUE, connection=client).enqueue(contract.DELIVERY_JOB, "e" * 32)
+    first = oldest_queued(client)
+    assert first is not None and before - 1 <= first <= time.time()
+    client.flushdb()
 
 
 def test_periods_are_numbered_by_wall_clock() -> None:

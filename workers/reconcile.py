@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 import redis as redis_py
 from rq import Queue
 from rq.job import Job
+from rq.utils import utcparse
 
 from lswh_core import contract
 from lswh_core.logs import log_context
@@ -51,11 +52,18 @@ def period_index(now: float, every: float) -> int:
     return int(now // every)
 
 
-def pass_window(last_end: float | None, now: float, every: float, grace: float, keep: float
-                ) -> tuple[float, float]:
+def pass_window(last_end: float | None, now: float, every: float, grace: float, keep: float,
+                oldest_queued: float | None = None) -> tuple[float, float]:
     """[start, end] in unix seconds: from one period before the last window's end (overlap) or,
-    on a first pass, one period back; to GRACE before now; never further back than KEEP."""
+    on a first pass, one period back; to GRACE before now; never further back than KEEP.
+
+    A delivery still waiting in the queue has not been recorded as received (a worker records
+    it when it starts the job), so while the queue is behind, the window ends GRACE before the
+    oldest waiting delivery arrived instead: what LangSmith delivered before that has been
+    recorded, and its runs are not called lost."""
     end = now - grace
+    if oldest_queued is not None:
+        end = min(end, oldest_queued - grace)
     start = (last_end if last_end is not None else end) - every
     return max(min(start, end - every), now - keep), end
 
@@ -108,6 +116,22 @@ def offer_pass(redis: redis_py.Redis, settings: Settings, now: float | None = No
     return job.id
 
 
+def oldest_queued(redis: redis_py.Redis) -> float | None:
+    """When the job at the head of the delivery queue was enqueued (unix seconds), or None
+    when nothing waits."""
+    head = redis.lindex(Queue(contract.QUEUE, connection=redis).key, 0)
+    if head is None:
+        return None
+    enqueued = redis.hget(Job.key_for(_text(head)), "enqueued_at")
+    if not enqueued:  # taken between the two reads
+        return None
+    return utcparse(_text(enqueued)).replace(tzinfo=dt.UTC).timestamp()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def reconcile_pass(period: int) -> str:
     runtime = get_runtime()
     return runtime.run(_pass(runtime, period))
@@ -125,7 +149,12 @@ async def _pass(runtime: Runtime, period: int) -> str:
     started = time.time()
     last_end = _float(redis.get(contract.RECONCILE_WINDOW_END_KEY))
     feedback_since = _float(redis.get(contract.RECONCILE_FEEDBACK_SINCE_KEY)) or (started - every)
-    low, high = pass_window(last_end, started, every, settings.reconcile_grace, settings.keep_seconds)
+    waiting_since = oldest_queued(redis)
+    low, high = pass_window(last_end, started, every, settings.reconcile_grace, settings.keep_seconds,
+                            waiting_since)
+    if waiting_since is not None and high < started - settings.reconcile_grace:
+        log.info("reconciliation window ends %.0f s early: deliveries wait in the queue since %s",
+                 started - settings.reconcile_grace - high, _utc(waiting_since).isoformat())
     rules_conf = _rules_file(settings)
     named = set(received.rules_seen(redis)) | set(rules_conf.rule_ids if rules_conf else ())
     rules, skipped = pick_rules(await runtime.langsmith.rules(settings.public_url), named)

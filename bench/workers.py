@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import threading
@@ -208,7 +209,10 @@ class Pipeline:
         spy = None
         if profile is not None:
             # --nonblocking: the default pauses the process for every sample (2.3 s became 6 s).
-            spy = Proc([str(Path(sys.executable).with_name("py-spy")), "record", "--rate", "200", "--format", "raw",
+            # Beside this Python (pip install py-spy into the venv), else wherever PATH has it.
+            beside = Path(sys.executable).with_name("py-spy")
+            spy_exe = str(beside) if beside.exists() else shutil.which("py-spy") or "py-spy"
+            spy = Proc([spy_exe, "record", "--rate", "200", "--format", "raw",
                         "--nonblocking", "--threads", "--idle", "-o", str(profile),
                         "--pid", str(workers[0].pid)], name="bench-py-spy")
             time.sleep(1.0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio
@@ -43,7 +44,7 @@ class AutoPipeline:
         self._connecting: asyncio.Task[None] | None = None
         self._flush_due = False
         self._alone: set[asyncio.Future[Any]] = set()  # the loop keeps only weak references to tasks
-        self._retired: set[_Link] = set()  # dropped links, until their connection is back in the pool
+        self._releasing: set[asyncio.Task[None]] = set()  # dropped links, until their connection is back
 
     def execute(self, *command: Any, alone: bool = False) -> asyncio.Future[Any]:
         """The reply to `command`, or its error. `alone` sends it now on a pooled connection of
@@ -78,7 +79,8 @@ class AutoPipeline:
         data, self._unsent = b"".join(self._unsent), []
         link.write(data)
         # Everything written so far must be answered within the budget, or the link is dropped.
-        asyncio.get_running_loop().call_later(budget or self._budget, self._expire, link, link.written)
+        written = link.answered + len(self._waiting)
+        asyncio.get_running_loop().call_later(budget or self._budget, self._expire, link, written)
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -106,11 +108,14 @@ class AutoPipeline:
         if link is not self._link:
             return
         self._link = None
-        link.close()
-        self._retired.add(link)
-        link.when_closed(self._retired.discard)
+        self._release(link)
         self._fail(self._waiting, exc)
         self._waiting, self._unsent = deque(), []
+
+    def _release(self, link: _Link) -> None:
+        task = link.close()
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
 
     @staticmethod
     def _fail(futures: deque[asyncio.Future[Any]], exc: Exception) -> None:
@@ -127,17 +132,17 @@ class AutoPipeline:
             self._connecting.cancel()
         if self._link is not None:
             link, self._link = self._link, None
-            link.close()
-            self._retired.add(link)
-        for link in list(self._retired):
-            await link.closed()
+            self._release(link)
+        if self._releasing:
+            await asyncio.gather(*self._releasing, return_exceptions=True)
 
 
 class _Link:
     """A connection held from redis-py's pool, read by a task of its own that answers `waiting`
     in order."""
 
-    def __init__(self, pool: Any, connection: Any, waiting: deque[asyncio.Future[Any]], on_failure: Any) -> None:
+    def __init__(self, pool: redis.asyncio.ConnectionPool, connection: Any, waiting: deque[asyncio.Future[Any]],
+                 on_failure: Callable[[_Link, Exception], None]) -> None:
         self._pool = pool
         self._connection = connection
         # redis-py's asyncio Connection keeps its streams here once connected (pinned by
@@ -146,14 +151,10 @@ class _Link:
         self._writer: asyncio.StreamWriter = connection._writer
         self._waiting = waiting
         self._on_failure = on_failure
-        self.written = 0
         self.answered = 0
-        loop = asyncio.get_running_loop()
-        self._reading = loop.create_task(self._read())
-        self._releasing: asyncio.Task[None] | None = None
+        self._reading = asyncio.get_running_loop().create_task(self._read())
 
     def write(self, data: bytes) -> None:
-        self.written = self.answered + len(self._waiting)
         self._writer.write(data)
 
     async def _read(self) -> None:
@@ -185,26 +186,19 @@ class _Link:
             self._on_failure(self, exc if isinstance(exc, redis.exceptions.RedisError | OSError | TimeoutError)
                              else redis.exceptions.ConnectionError(f"unreadable reply from Redis: {exc!r}"))
 
-    def close(self) -> None:
-        """Stop reading; the connection is closed and handed back to the pool (a slot of a
-        BlockingConnectionPool must not leak)."""
+    def close(self) -> asyncio.Task[None]:
+        """Stop reading; the task that closes the connection and hands it back to the pool (a
+        slot of a BlockingConnectionPool must not leak). Called once: the pipeline forgets the
+        link as it closes it."""
         self._reading.cancel()
-        if self._releasing is None:
-            self._releasing = asyncio.get_running_loop().create_task(self._release())
+        return asyncio.get_running_loop().create_task(self._release())
 
     async def _release(self) -> None:
+        await asyncio.gather(self._reading, return_exceptions=True)  # let the cancelled reader end
         try:
             await self._connection.disconnect()
         finally:
             await self._pool.release(self._connection)
-
-    def when_closed(self, callback: Any) -> None:
-        assert self._releasing is not None
-        self._releasing.add_done_callback(lambda _: callback(self))
-
-    async def closed(self) -> None:
-        if self._releasing is not None:
-            await asyncio.gather(self._reading, self._releasing, return_exceptions=True)
 
 
 def pack(command: Command) -> bytes:

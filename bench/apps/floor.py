@@ -4,8 +4,8 @@ No validation, no duplicate check, no job: the least work an ingress that stores
 in Redis can do. Env: REDIS_URL, LSWH_SECRETS (the first one is used), BENCH_FLOOR_POOL:
 `default` (redis-py's own pool, one LPUSH per request: the floor ratios are taken against),
 `blocking` (a BlockingConnectionPool of 64, as lswh_core.redis uses, to show what it costs) or
-`pipelined` (the default pool, and the LPUSHes of one event-loop turn sent as one pipeline, as
-the ingress sends its stores: ingress.autopipeline), to show what batching gives the floor too.
+`pipelined` (the LPUSHes sent through ingress.autopipeline, one held connection written once per
+event-loop turn, as the ingress sends its stores), to show what that technique gives the floor too.
 """
 
 from __future__ import annotations

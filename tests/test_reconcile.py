@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from lswh_core import contract
+from tests.support.faults import wait_for
 from tests.support.procs import RedisServer, free_port
 from tests.support.stack import Pipeline, StandIn, delivery, fresh_key, fresh_run
 from workers.langsmith import RuleInfo, points_at, rule_info
@@ -154,16 +155,6 @@ def rule_pointing_here(standin: StandIn, project: str) -> str:
     return rule_id
 
 
-def wait_for(condition: Any, timeout: float, what: str, proc_output: Any = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise TimeoutError(f"{what}; workers:\n{proc_output()[-4000:] if proc_output else ''}")
-
-
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
@@ -183,13 +174,15 @@ def test_a_delivery_never_posted_is_written_by_reconciliation_and_counted_lost(s
     # Within a period after the grace: the pass that covers `started`, then its job.
     found = pipeline.wait_examples([lost["id"]], timeout=EVERY * 4 + GRACE + 20)
     assert found[lost["id"]][0]["inputs"] == {"q": "lost"}
-    wait_for(lambda: stack.lost(rule_id) == 1, 10, "lswh_runs_lost_total{rule_id} is not 1", stack.worker_output)
+    wait_for(lambda: stack.lost(rule_id) == 1, 10, "lswh_runs_lost_total{rule_id} is not 1",
+             detail=stack.worker_output)
     assert f"found 1 lost runs of rule {rule_id}" in stack.worker_output()
     examples = standin.examples_by_run([delivered["id"], lost["id"]], pipeline.dataset)
     assert [len(examples[r]) for r in (delivered["id"], lost["id"])] == [1, 1]
     # Later passes overlap this window: the run is received now and never counted again.
     passes = count_passes(stack)
-    wait_for(lambda: count_passes(stack) >= passes + 2, EVERY * 4 + 20, "no further passes", stack.worker_output)
+    wait_for(lambda: count_passes(stack) >= passes + 2, EVERY * 4 + 20, "no further passes",
+             detail=stack.worker_output)
     assert stack.lost(rule_id) == 1
     assert "s3cret-for-tests" not in stack.worker_output()  # the rule's webhook URL is never logged
 
@@ -209,7 +202,8 @@ def test_a_late_correction_updates_its_example_within_one_period(stack: Stack, s
         found = standin.examples_by_run([run["id"]], pipeline.dataset).get(run["id"], [])
         return len(found) == 1 and found[0]["outputs"] == {"output": "4"}
 
-    wait_for(corrected, EVERY * 4 + 20, "the correction did not reach the example", stack.worker_output)
+    wait_for(corrected, EVERY * 4 + 20, "the correction did not reach the example",
+             detail=stack.worker_output)
     assert stack.lost(rule_id) == 0  # re-checked, not lost
 
 
@@ -219,7 +213,8 @@ def count_passes(stack: Stack) -> int:
 
 def test_two_workers_run_one_pass_per_period(stack: Stack) -> None:
     first = count_passes(stack)
-    wait_for(lambda: count_passes(stack) >= first + 3, EVERY * 6 + 30, "fewer than 3 passes", stack.worker_output)
+    wait_for(lambda: count_passes(stack) >= first + 3, EVERY * 6 + 30, "fewer than 3 passes",
+             detail=stack.worker_output)
     periods = Counter(re.findall(r"reconciliation pass succeeded: period (\d+)", stack.worker_output()))
     assert periods and max(periods.values()) == 1, periods
     last = float(stack.pipeline.redis.get(contract.RECONCILE_LAST_SUCCESS_KEY) or 0)
@@ -253,19 +248,20 @@ def test_a_run_skipped_on_purpose_is_never_counted_lost(skipping: Stack, standin
     answer = pipeline.post(delivery([skipped], rule_id=rule_id))
     assert answer.status_code == 202
     wait_for(lambda: (accounting.read(pipeline.redis, answer.json()["delivery_id"]) or {}).get("skipped") == 1, 30,
-             "the run was not skipped", skipping.worker_output)
+             "the run was not skipped", detail=skipping.worker_output)
     lost = fresh_run(session_id=project, name="chat", inputs={"q": "lost"}, outputs={"a": "model"})
     started = now_iso()
     standin.add_runs([{**skipped, "start_time": started}, {**lost, "start_time": started}])
 
     # Found lost, processed, and skipped too for want of a correction; when one comes, it is written.
     wait_for(lambda: skipping.lost(rule_id) == 1, EVERY * 4 + GRACE + 20, "the lost run was not counted",
-             skipping.worker_output)
+             detail=skipping.worker_output)
     standin.add_feedback([{"run_id": lost["id"], "key": "review", "correction": {"a": "fixed"}}])
     found = pipeline.wait_examples([lost["id"]], timeout=EVERY * 4 + 20)
     assert found[lost["id"]][0]["outputs"] == {"a": "fixed"}
     passes = count_passes(skipping)
-    wait_for(lambda: count_passes(skipping) >= passes + 2, EVERY * 4 + 20, "no further passes", skipping.worker_output)
+    wait_for(lambda: count_passes(skipping) >= passes + 2, EVERY * 4 + 20, "no further passes",
+             detail=skipping.worker_output)
     assert skipping.lost(rule_id) == 1  # the lost run only: the skipped one was received
     assert standin.examples_by_run([skipped["id"]], pipeline.dataset) == {}
 

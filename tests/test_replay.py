@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +13,7 @@ from rq.job import Job, JobStatus
 
 from lswh_core import contract
 from tests.support.commands import run_lswh
+from tests.support.faults import wait_for
 from tests.support.procs import RedisServer
 from tests.support.stack import Pipeline, StandIn, delivery, fresh_key, fresh_run
 from workers import accounting
@@ -25,16 +24,6 @@ def stack(redis_server: RedisServer, standin: StandIn) -> Iterator[Pipeline]:
     pipeline = Pipeline(redis_server, standin, db=52, LANGSMITH_API_KEY=fresh_key())
     yield pipeline
     pipeline.stop()
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise TimeoutError(what)
 
 
 def wait_job(pipeline: Pipeline, job_id: str) -> Job:

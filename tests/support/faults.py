@@ -57,14 +57,17 @@ def warm_up(pipeline: Pipeline) -> None:
     pipeline.wait_examples([run["id"]], timeout=60)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1,
+             detail: Callable[[], str] | None = None) -> Any:
+    """The predicate's first truthy value; on timeout, the end of `detail()` (e.g. a worker's output)
+    ends the error."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}" + (f"\n{detail()[-4000:]}" if detail else ""))
 
 
 def failed_run_job(pipeline: Pipeline, run_id: str, timeout: float = 30.0) -> Any:

@@ -11,6 +11,7 @@ and its own event-loop jitter lands in the latencies it reports.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,6 +229,18 @@ def open_loop_python(host: str, port: int, path: str, *, rate: float = 1000, sec
     return _run(_open_loop(host, port, path, rate, seconds, warm_connections))
 
 
+@contextlib.contextmanager
+def _template_file() -> Iterator[str]:
+    """The delivery template (bench.payloads) in a file, for the generators that put a fresh run
+    id into it per request; removed afterwards."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        f.write(template())
+    try:
+        yield f.name
+    finally:
+        os.unlink(f.name)
+
+
 def openloop_binary() -> Path | None:
     """bench/openloop.c compiled with the C compiler on PATH, once per version of the source;
     None when there is no compiler or it fails (the reason goes to stderr)."""
@@ -256,14 +269,10 @@ def openloop_binary() -> Path | None:
 def open_loop_c(binary: Path, host: str, port: int, path: str, *, rate: float = 1000, seconds: float = 10,
                 warm_connections: int = 16, drain_seconds: float = 10.0) -> LoadResult:
     """Runs the compiled bench/openloop.c and reads its one OPENLOOP_JSON line."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        f.write(template())
-    args = [str(binary), host, str(port), path, str(rate), str(seconds), f.name, str(warm_connections),
-            str(drain_seconds)]
-    try:
+    with _template_file() as body_template:
+        args = [str(binary), host, str(port), path, str(rate), str(seconds), body_template, str(warm_connections),
+                str(drain_seconds)]
         done = subprocess.run(args, capture_output=True, text=True, timeout=seconds + drain_seconds + 60)
-    finally:
-        os.unlink(f.name)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("OPENLOOP_JSON ")), None)
     if done.returncode != 0 or line is None:
         raise RuntimeError(f"openloop exited {done.returncode}: {done.stderr.strip()}")
@@ -304,16 +313,12 @@ def have_wrk() -> bool:
 def wrk(host: str, port: int, path: str, *, connections: int = 50, threads: int = 1,
         seconds: float = 10) -> LoadResult:
     """Closed loop with wrk and the Lua script that gives each request a fresh run id."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        f.write(template())
-    env = {**os.environ, "BENCH_TEMPLATE": f.name, "BENCH_PATH": path}
     args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
             "-s", str(WRK_SCRIPT), f"http://{host}:{port}{path}"]
-    try:
+    with _template_file() as body_template:
+        env = {**os.environ, "BENCH_TEMPLATE": body_template, "BENCH_PATH": path}
         out = subprocess.run(args, env=env, capture_output=True, text=True, check=True,
                              timeout=seconds + 60).stdout
-    finally:
-        os.unlink(f.name)
     line = next(ln for ln in out.splitlines() if ln.startswith("BENCH_JSON "))
     data = json.loads(line.removeprefix("BENCH_JSON "))
     errors = sum(data[k] for k in ("errors_connect", "errors_read", "errors_write", "errors_timeout"))

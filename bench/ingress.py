@@ -1,6 +1,7 @@
 """Ingress throughput, latency and memory: ours as shipped against a floor and a peer, side by side.
 
     python -m bench.ingress [--quick] [--rounds N] [--seconds S] [--apps floor,floor-blocking,floor-pipelined,peer,ours]
+                            (also: bare, floor-nostore, asgi-nostore)
                             [--python-generator]
 
 `ours` is `lswh ingress` exactly as a user starts it (its uvicorn settings, its logging on: one
@@ -31,6 +32,9 @@ APPS: dict[str, tuple[str, dict[str, str]]] = {
     "floor": ("bench.apps.floor:app", {"BENCH_FLOOR_POOL": "default"}),
     "floor-blocking": ("bench.apps.floor:app", {"BENCH_FLOOR_POOL": "blocking"}),
     "floor-pipelined": ("bench.apps.floor:app", {"BENCH_FLOOR_POOL": "pipelined"}),
+    # Rungs below the floor, storing nothing: Starlette reading the body, and a bare ASGI app.
+    "floor-nostore": ("bench.apps.floor:app", {"BENCH_FLOOR_POOL": "none"}),
+    "asgi-nostore": ("bench.apps.stall:app", {}),
     "peer": ("bench.apps.peer:app", {}),
     "bare": ("ingress.app:app", {}),
 }
@@ -84,6 +88,9 @@ def start(app: str, redis_url: str, name: str) -> tuple[Proc, int]:
     return uvicorn_app(target, redis_url, name=name, extra_env=env)
 
 
+NO_STORE = ("floor-nostore", "asgi-nostore")
+
+
 def stored_count(client: redis.Redis, app: str) -> int:
     if app.startswith("floor"):
         return int(client.llen("bench:floor"))
@@ -109,7 +116,8 @@ def closed_round(app: str, server: RedisServer, s: Settings, result: AppResult, 
         result.rps.append(r.rps)
         result.errors += r.errors + sum(v for k, v in r.statuses.items() if k != 202)
         # Every 202 must mean stored: at least as many stored deliveries as 202s counted.
-        result.stored_ok.append(stored_count(client, app) >= r.statuses.get(202, 0))
+        if app not in NO_STORE:
+            result.stored_ok.append(stored_count(client, app) >= r.statuses.get(202, 0))
         print(f"  {app:14s} {r.rps:9.0f} req/s  app CPU {result.cpu_us[-1]:.0f} us/req, redis "
               f"{result.redis_cpu_us[-1]:.0f} us/req ({r.generator}, {r.seconds:.1f} s, "
               f"statuses {dict(r.statuses)}, errors {r.errors}, load {loadavg()})", flush=True)
@@ -238,7 +246,8 @@ def table(s: Settings, apps: list[str], results: dict[str, AppResult], generator
     row("app process CPU us per request, median", [_fmt(load.median(results[a].cpu_us)) for a in apps])
     row("redis-server CPU us per request, median", [_fmt(load.median(results[a].redis_cpu_us)) for a in apps])
     row("non-202 or errors", [str(results[a].errors) for a in apps])
-    row("every 202 stored", [_yes(all(results[a].stored_ok)) for a in apps])
+    row("every 202 stored", ["n/a (stores nothing)" if a in NO_STORE else _yes(all(results[a].stored_ok))
+                             for a in apps])
     if "ours" in apps:
         ours = med["ours"]
         if "floor" in apps:

@@ -5,7 +5,9 @@ in Redis can do. Env: REDIS_URL, LSWH_SECRETS (the first one is used), BENCH_FLO
 `default` (redis-py's own pool, one LPUSH per request: the floor ratios are taken against),
 `blocking` (a BlockingConnectionPool of 64, as lswh_core.redis uses, to show what it costs) or
 `pipelined` (the LPUSHes sent through ingress.autopipeline, one held connection written once per
-event-loop turn, as the ingress sends its stores), to show what that technique gives the floor too.
+event-loop turn, as the ingress sends its stores), to show what that technique gives the floor too,
+or `none` (no store at all: what Starlette and uvicorn cost before any Redis, a rung of the
+ladder that shows where a floor's time goes).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ async def webhook(request: Request) -> Response:
     body = await request.body()
     if PIPELINE is not None:
         await PIPELINE.execute("LPUSH", "bench:floor", body)
-    else:
+    elif POOL != "none":
         await REDIS.lpush("bench:floor", body)
     return Response(b'{"accepted": true}', status_code=202, media_type="application/json")
 

@@ -181,6 +181,7 @@ def run(*, workers: int = 2, host: str = "127.0.0.1", port: int = 8000, dashboar
 def _run(dev: Dev, *, workers: int, host: str, port: int, dashboard_port: int, state_dir: str) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.setdefault("LSWH_LOG_FORMAT", "text")  # a terminal; production logs JSON
+    _local_bypasses_proxy(env)
     worker_metrics = env.get("LSWH_METRICS_PORT", "").strip() != "0"
     configured = Settings.from_env(env).secrets
     secret = configured[0] if configured else secrets.token_urlsafe(24)
@@ -245,6 +246,21 @@ def _run(dev: Dev, *, workers: int, host: str, port: int, dashboard_port: int, s
         dev.check()
         time.sleep(0.2)
     return 0
+
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+
+
+def _local_bypasses_proxy(env: dict[str, str]) -> None:
+    """Behind a corporate proxy (HTTP_PROXY set), the local stand-in, Redis-less health checks and
+    presigned URLs on 127.0.0.1 must not be sent to the proxy: add loopback to NO_PROXY (both
+    spellings: urllib, and so requests, reads the lower-case one first; lswh_core/egress.py)."""
+    if not any(env.get(name) for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                                          "all_proxy")):
+        return
+    for name in ("NO_PROXY", "no_proxy"):
+        hosts = [h.strip() for h in env.get(name, "").split(",") if h.strip()]
+        env[name] = ",".join([*hosts, *(h for h in LOCAL_HOSTS if h not in hosts)])
 
 
 def _start_redis(dev: Dev, env: dict[str, str], state_dir: str) -> str:

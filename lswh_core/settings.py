@@ -8,6 +8,7 @@ of failing every delivery later. Each variable has its own reader below.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -29,6 +30,7 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 # could never match, so it is refused at start instead of answering 401 forever.
 MAX_SECRET_BYTES = 1024
 LOG_FORMATS = ("json", "text")
+S3_PROXY_MODES = ("off", "env")
 
 
 def _split(value: str) -> tuple[str, ...]:
@@ -130,6 +132,26 @@ def _langsmith_endpoint(env: Mapping[str, str]) -> None:
     _http_url(env, "LANGSMITH_ENDPOINT")
 
 
+def _workspace_id(env: Mapping[str, str]) -> str | None:
+    """LANGSMITH_WORKSPACE_ID, read as the SDK reads it (utils.get_workspace_id strips spaces and
+    quotes), and a UUID: LangSmith's workspace ids are, and a typo would otherwise surface as a
+    403 on every request mid-job."""
+    raw = env.get("LANGSMITH_WORKSPACE_ID", "").strip().strip('"').strip("'")
+    if not raw:
+        return None
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise SettingsError(f"LANGSMITH_WORKSPACE_ID must be a workspace id (a UUID), got {raw!r}") from None
+
+
+def _s3_proxy(env: Mapping[str, str]) -> str:
+    mode = env.get("LSWH_S3_PROXY", "").strip().lower() or "off"
+    if mode not in S3_PROXY_MODES:
+        raise SettingsError(f"LSWH_S3_PROXY must be one of {', '.join(S3_PROXY_MODES)}, got {mode!r}")
+    return mode
+
+
 def _rules_file(env: Mapping[str, str]) -> str | None:
     """Only that the file is there and readable: lswh_core.rules checks what it says, with the
     line of each mistake, when a process starts (lswh/cli.py)."""
@@ -175,6 +197,11 @@ class Settings:
     # Seconds between reconciliation passes (None = off) and how far behind now a pass's window ends.
     reconcile_every: float | None = None
     reconcile_grace: float = 600.0
+    # LANGSMITH_WORKSPACE_ID: sent as X-Tenant-Id by every LangSmith client (workers/langsmith_clients.py).
+    langsmith_workspace_id: str | None = None
+    # Presigned object fetches: "off" = direct (the SSRF checks see the address connected to),
+    # "env" = through the proxy lswh_core/egress.py picks (README: Accounts, workspaces and proxies).
+    s3_proxy: str = "off"
 
     @property
     def keep_seconds(self) -> int:
@@ -226,4 +253,6 @@ class Settings:
             metrics_port=metrics_port,
             reconcile_every=_duration(env, "LSWH_RECONCILE_EVERY", None),
             reconcile_grace=_duration(env, "LSWH_RECONCILE_GRACE", cls.reconcile_grace) or cls.reconcile_grace,
+            langsmith_workspace_id=_workspace_id(env),
+            s3_proxy=_s3_proxy(env),
         )

@@ -29,6 +29,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from lswh_core import egress
 from lswh_core.contract import QUEUE
 from lswh_core.settings import Settings
 
@@ -61,6 +62,8 @@ SPEC_VARIABLES = (
     "LSWH_METRICS_PORT",
     "LSWH_RECONCILE_EVERY",
     "LSWH_RECONCILE_GRACE",
+    "LANGSMITH_WORKSPACE_ID",
+    "LSWH_S3_PROXY",
 )
 DASHBOARD_VARIABLES = ("RQ_DASHBOARD_USERNAME", "RQ_DASHBOARD_PASSWORD")
 SECRETS = ("LSWH_SECRETS", "LANGSMITH_API_KEY", "RQ_DASHBOARD_PASSWORD")
@@ -278,7 +281,8 @@ def test_env_example_lists_every_spec_variable_with_a_comment() -> None:
 
 def test_env_example_covers_every_setting_lswh_reads() -> None:
     def variable(field_name: str) -> str:
-        return {"redis_url": "REDIS_URL", "secrets": "LSWH_SECRETS"}.get(
+        return {"redis_url": "REDIS_URL", "secrets": "LSWH_SECRETS",
+                "langsmith_workspace_id": "LANGSMITH_WORKSPACE_ID"}.get(
             field_name, f"LSWH_{field_name.upper()}"
         )
 
@@ -467,7 +471,8 @@ def test_kubernetes_redis_persists_and_never_evicts() -> None:
 def test_kubernetes_config_and_secret_cover_every_variable() -> None:
     config = set(k8s_object("ConfigMap", "lswh-config")["data"])
     secret = set(k8s_object("Secret", "lswh-secrets")["stringData"])
-    assert config | secret == set(SPEC_VARIABLES) | set(DASHBOARD_VARIABLES)
+    # The proxy/CA variables the worker reads as requests does (lswh_core/egress.py), beside Settings'.
+    assert config | secret == set(SPEC_VARIABLES) | set(DASHBOARD_VARIABLES) | set(egress.PASSED)
     assert set(SECRETS) <= secret and not set(SECRETS) & config
 
 
@@ -478,7 +483,9 @@ def test_kubernetes_secret_references_name_keys_of_the_secret_example() -> None:
         for var in k8s_container(deployment).get("env", []):
             ref = var.get("valueFrom", {})
             if "secretKeyRef" in ref:
-                assert ref["secretKeyRef"] == {"name": "lswh-secrets", "key": ref["secretKeyRef"]["key"]}
+                # `optional: true` only for what a deployment may leave out (a proxy).
+                named = {k: v for k, v in ref["secretKeyRef"].items() if k != "optional"}
+                assert named == {"name": "lswh-secrets", "key": ref["secretKeyRef"]["key"]}
                 assert ref["secretKeyRef"]["key"] in secret
             if "configMapKeyRef" in ref:
                 assert ref["configMapKeyRef"]["key"] in config

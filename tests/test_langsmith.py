@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 from workers.examples import merged_metadata
-from workers.langsmith import QueryBackend, RunRef, openapi_base_url, plan_reads, selects, start_window
+from workers.langsmith import QueryBackend, RunRef, plan_reads, selects, start_window
+from workers.langsmith_clients import openapi_base_url
 from workers.langsmith_http import MAX_RATE_LIMITED, MAX_SLEPT_RETRY_AFTER, STATUS_RETRIES, _decide
 
 P1, P2 = "6a3be6a2-9a8c-4fc8-b4c6-a8983b286cc5", "11111111-2222-3333-4444-555555555555"

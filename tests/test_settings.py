@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from lswh_core import egress
 from lswh_core.allowlist import AllowListError, HostRule, parse_rule, parse_rules
 from lswh_core.settings import DEFAULT_S3_ALLOWED_HOSTS, MAX_SECRET_BYTES, Settings, SettingsError
 from tests.support.procs import Proc, free_port, lswh
@@ -59,7 +60,9 @@ def readme_configuration_variables() -> set[str]:
 
 
 def every_variable() -> set[str]:
-    return variables_settings_read() | readme_configuration_variables()
+    """What Settings reads, what the README documents, and the proxy/CA variables the worker
+    reads through lswh_core/egress.py (as requests reads them, so not through Settings)."""
+    return variables_settings_read() | readme_configuration_variables() | set(egress.PASSED)
 
 
 # --- defaults and good values --------------------------------------------------------------
@@ -136,6 +139,9 @@ BAD_VALUES = [
     ("LSWH_RECONCILE_EVERY", "quarter-hour"),
     ("LSWH_RECONCILE_EVERY", "0s"),
     ("LSWH_RECONCILE_GRACE", "-5m"),
+    ("LANGSMITH_WORKSPACE_ID", "my-workspace"),
+    ("LANGSMITH_WORKSPACE_ID", "2ebda79f-2946-4491-a9ad"),
+    ("LSWH_S3_PROXY", "on"),
 ]
 
 
@@ -158,6 +164,18 @@ def test_every_variable_settings_read_is_checked_by_some_bad_value_here() -> Non
     assert unchecked == set()
 
 
+def test_a_workspace_id_is_read_as_the_sdk_reads_it_and_kept_as_a_uuid() -> None:
+    raw = ' "2EBDA79F-2946-4491-A9AD-D642F49E0815" '
+    assert Settings.from_env({"LANGSMITH_WORKSPACE_ID": raw}).langsmith_workspace_id == (
+        "2ebda79f-2946-4491-a9ad-d642f49e0815")
+    assert Settings.from_env({}).langsmith_workspace_id is None
+
+
+def test_presigned_fetches_skip_the_proxy_unless_told() -> None:
+    assert Settings.from_env({}).s3_proxy == "off"
+    assert Settings.from_env({"LSWH_S3_PROXY": "ENV"}).s3_proxy == "env"
+
+
 # --- through the real command line -----------------------------------------------------------
 
 
@@ -169,7 +187,8 @@ def finished(proc: Proc, timeout: float = 60.0) -> int:
 
 @pytest.mark.parametrize("command", ["ingress", "worker"])
 @pytest.mark.parametrize(("name", "value"), [("LSWH_S3_ALLOWED_HOSTS", "minio.local:9ooo"),
-                                             ("LSWH_REPLAY_DAYS", "0"), ("REDIS_URL", "redis://h:6379/zero")])
+                                             ("LSWH_REPLAY_DAYS", "0"), ("REDIS_URL", "redis://h:6379/zero"),
+                                             ("LANGSMITH_WORKSPACE_ID", "not-a-uuid")])
 def test_commands_exit_2_naming_the_bad_variable(command: str, name: str, value: str) -> None:
     args = ["--port", str(free_port())] if command == "ingress" else []
     # Nothing to connect to: the check must come before any connection is tried.
@@ -179,6 +198,19 @@ def test_commands_exit_2_naming_the_bad_variable(command: str, name: str, value:
     assert finished(proc) == 2, proc.output()
     output = proc.output()
     assert name in output and "Traceback" not in output
+
+
+@pytest.mark.parametrize(("name", "value"), [("HTTPS_PROXY", "ftp://user:hunter2@proxy.example.com"),
+                                             ("HTTP_PROXY", "http://user:hunter2@proxy:port"),
+                                             ("REQUESTS_CA_BUNDLE", "/nonexistent/ca.pem")])
+def test_worker_exits_2_on_a_bad_proxy_or_ca_bundle_and_never_prints_proxy_credentials(name: str,
+                                                                                       value: str) -> None:
+    env = {"REDIS_URL": "redis://127.0.0.1:1/0", "LANGSMITH_ENDPOINT": "http://127.0.0.1:1",
+           "LANGSMITH_API_KEY": "k", "http_proxy": "", "https_proxy": "", name: value}
+    proc = lswh("worker", env=env, name="lswh-worker-bad-egress")
+    assert finished(proc) == 2, proc.output()
+    output = proc.output()
+    assert name in output and "Traceback" not in output and "hunter2" not in output
 
 
 # --- every variable reaches the containers ---------------------------------------------------
@@ -207,7 +239,9 @@ def env_example_names() -> set[str]:
 
 
 # Secrets go only to the service that uses them (a leak is smaller); everything else to both.
-ONLY_FOR = {"LSWH_SECRETS": "ingress", "LANGSMITH_API_KEY": "worker", "LANGSMITH_ENDPOINT": "worker"}
+ONLY_FOR = {"LSWH_SECRETS": "ingress", "LANGSMITH_API_KEY": "worker", "LANGSMITH_ENDPOINT": "worker",
+            # Only workers reach out (LangSmith, object stores): the ingress makes no request.
+            **dict.fromkeys(egress.PASSED, "worker")}
 
 
 def test_the_readme_documents_every_variable_settings_read() -> None:

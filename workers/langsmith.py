@@ -3,7 +3,8 @@
 Two SDK clients sit behind it. The hand-written `Client` (requests) reads feedback and
 datasets and writes examples; the generated v2 client (`AsyncLangsmith`, on httpx2) runs the v2
 runs query. Both send through workers/langsmith_http.py, so both draw from the shared rate
-budget and neither retries or sleeps on its own. Nothing here calls a deprecated SDK method:
+budget and neither retries or sleeps on its own. Both are built in workers/langsmith_clients.py,
+from one config (endpoint, key, workspace, proxy, CA bundle). Nothing here calls a deprecated SDK method:
 `read_run`/`list_runs` (removed after 2027-01-31) are replaced by bulk queries.
 """
 
@@ -12,27 +13,25 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import enum
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx2
 import orjson
 import redis
 import requests
-from langsmith import AsyncLangsmith, Client
+from langsmith import AsyncLangsmith
 from langsmith import utils as ls_utils
 from langsmith.types.run_select_field import RunSelectField
 
 from lswh_core.settings import Settings
 from workers.errors import TRANSIENT_STATUSES, LangSmithUnavailable, RunError, classify, parse_retry_after
-from workers.langsmith_http import Budget, BudgetedAdapter, BudgetedTransport, Recorder, RouteOf
+from workers.langsmith_clients import ClientConfig, build_client, build_v2
+from workers.langsmith_http import Budget, BudgetedAdapter, Recorder, RouteOf
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-TIMEOUT_MS = (5_000, 30_000)
 V1_QUERY_PAGE = 100  # POST /runs/query answers 422 above 100 (SDK list_runs pages at 100)
 V2_QUERY_PAGE_MAX = 1000  # query_v2's page_size bounds (SDK: resources/runs/runs.py)
 FEEDBACK_CHUNK = 100  # run ids per GET /feedback (URL length; the API pages at 100)
@@ -244,16 +243,6 @@ def _raise_transient(response: requests.Response, *args: Any, **kwargs: Any) -> 
         raise LangSmithUnavailable(response.status_code, parse_retry_after(response.headers.get("Retry-After")))
 
 
-def openapi_base_url(api_url: str) -> str:
-    """The generated client's base URL from LANGSMITH_ENDPOINT, as the SDK derives it
-    (client.py `_get_openapi_base_url`): self-hosted endpoints end in /api/v1."""
-    api_url = api_url.rstrip("/")
-    for suffix in ("/api/v1", "/api"):
-        if api_url.endswith(suffix):
-            return api_url[: -len(suffix)]
-    return api_url
-
-
 class LangSmith:
     """Runs, feedback, datasets and examples, through the shared budget.
 
@@ -262,24 +251,13 @@ class LangSmith:
     """
 
     def __init__(self, *, call: Callable[..., Awaitable[Any]], budget: Budget | None, route_of: RouteOf,
-                 recorder: Recorder | None = None, api_url: str | None = None, api_key: str | None = None) -> None:
+                 recorder: Recorder | None = None, config: ClientConfig) -> None:
         self.call = call
         self.budget = budget
         self.route_of = route_of
         self.recorder = recorder
-        session = requests.Session()
-        session.hooks["response"].append(_raise_transient)
-        self.client = Client(
-            api_url=api_url or os.environ.get("LANGSMITH_ENDPOINT") or None,
-            api_key=api_key or os.environ.get("LANGSMITH_API_KEY") or None,
-            timeout_ms=TIMEOUT_MS,
-            session=session,
-            auto_batch_tracing=False,
-        )
-        # After the Client: it mounts its own retrying adapter on the session.
-        adapter = BudgetedAdapter(budget, route_of, recorder)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+        self.config = config
+        self.client = build_client(config, BudgetedAdapter(budget, route_of, recorder), hooks=(_raise_transient,))
         self._v2: AsyncLangsmith | None = None
 
     @classmethod
@@ -287,9 +265,9 @@ class LangSmith:
                      recorder: Recorder | None = None) -> LangSmith:
         from workers.budget import RateBudget, route_of
 
-        api_key = os.environ.get("LANGSMITH_API_KEY") or ""
-        budget = RateBudget(connection, api_key, settings.langsmith_rate_limits)
-        return cls(call=call, budget=budget, route_of=route_of, recorder=recorder, api_key=api_key or None)
+        config = ClientConfig.of(settings)
+        budget = RateBudget(connection, config.api_key or "", settings.langsmith_rate_limits)
+        return cls(call=call, budget=budget, route_of=route_of, recorder=recorder, config=config)
 
     @property
     def api_url(self) -> str:
@@ -302,12 +280,7 @@ class LangSmith:
     def v2(self) -> AsyncLangsmith:
         """Made on first use, on the I/O loop (its httpx client is bound to that loop)."""
         if self._v2 is None:
-            timeout = httpx2.Timeout(TIMEOUT_MS[1] / 1000, connect=TIMEOUT_MS[0] / 1000)
-            http = httpx2.AsyncClient(transport=BudgetedTransport(self.budget, self.route_of, self.recorder),
-                                     timeout=timeout, trust_env=False, follow_redirects=False)
-            # The SDK annotates with httpx but runs on httpx2 (langsmith/_httpx.py): same API.
-            self._v2 = AsyncLangsmith(api_key=self.client.api_key, base_url=openapi_base_url(self.api_url),
-                                      max_retries=0, timeout=timeout, http_client=http)  # type: ignore[arg-type]
+            self._v2 = build_v2(self.config, self.budget, self.route_of, self.recorder)
         return self._v2
 
     # --- runs ---------------------------------------------------------------------------

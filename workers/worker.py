@@ -28,7 +28,7 @@ from rq.job import Job
 from rq.queue import Queue as RQQueue
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
-from lswh_core import contract
+from lswh_core import contract, egress
 from lswh_core.logs import log_context, setup_logging
 from lswh_core.redis import sync_redis
 from lswh_core.settings import Settings, SettingsError
@@ -145,16 +145,41 @@ def job_log_fields(job: Job) -> dict[str, str | None]:
     return fields
 
 
+WORKSPACE_REFUSED = (
+    "LangSmith refused the API key for this workspace (403). An organization-scoped service key needs "
+    "LANGSMITH_WORKSPACE_ID (the workspace's id, sent as X-Tenant-Id); if it is set, the key may not use "
+    "that workspace")
+
+
+def _status_of(exc: BaseException) -> int | None:
+    """The HTTP status behind an SDK error (it raises its own errors from requests' HTTPError)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        if response is not None and getattr(response, "status_code", None) is not None:
+            return int(response.status_code)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def check_api_key() -> str | None:
     """None when LangSmith accepts the key (or cannot be reached now: retries handle that)."""
     from workers.runtime import get_runtime
 
+    langsmith = get_runtime().langsmith
+    log.info("%s", langsmith.config.describe())
     try:
-        get_runtime().langsmith.check_key()
+        langsmith.check_key()
     except ls_utils.LangSmithAuthError:
         return "LangSmith rejected LANGSMITH_API_KEY: check the key and LANGSMITH_ENDPOINT"
     except ls_utils.LangSmithUserError as exc:
+        if "org-scoped" in str(exc):  # the SDK's reading of error "org_scoped_key_requires_workspace"
+            return WORKSPACE_REFUSED
         return f"LangSmith client is not configured: {str(exc).splitlines()[0]}"
+    except ls_utils.LangSmithError as exc:
+        if _status_of(exc) == 403:
+            return WORKSPACE_REFUSED
+        log.warning("could not check the LangSmith API key now (%s); starting anyway", type(exc).__name__)
     except Exception as exc:
         log.warning("could not check the LangSmith API key now (%s); starting anyway", type(exc).__name__)
     return None
@@ -168,6 +193,11 @@ def _idle(queue: Queue) -> bool:
 def main(burst: bool = False) -> int:
     try:
         settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"lswh worker: {exc}", file=sys.stderr)
+        return 2
+    try:
+        egress.check()
     except SettingsError as exc:
         print(f"lswh worker: {exc}", file=sys.stderr)
         return 2

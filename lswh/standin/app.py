@@ -7,7 +7,7 @@ import os
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from lswh.standin import admin, datasets, examples, feedback, queues, rules, runs, s3
+from lswh.standin import admin, datasets, examples, feedback, queues, rules, runs, s3, tenants
 from lswh.standin.profiles import Profile, profile
 from lswh.standin.routing import admin as admin_route
 from lswh.standin.routing import api
@@ -22,6 +22,7 @@ def create_app(
     preload_fixture: bool = False,
     limits: bool = True,
     flags: str | Profile = "cloud",
+    require_header: str | None = None,
 ) -> Starlette:
     """The stand-in app. API keys: any starting with `lsv2-standin`, each its own rate-limit bucket.
     `limits=False` lifts LangSmith Cloud's rate limits; `flags` picks the `/info` profile."""
@@ -59,7 +60,7 @@ def create_app(
         *api("/v1/platform/annotation-queues/{queue_id}/items", queues.list_items, ["GET"]),
         *api("/feedback", feedback.list_feedback, ["GET"]),
         *api("/feedback/{feedback_id}", feedback.update_feedback, ["PATCH"]),
-        *api("/s3/{bucket}/{key:path}", s3.read_object, ["GET"], auth=False, limited=False),
+        *api("/s3/{bucket}/{key:path}", s3.read_object, ["GET"], auth=False, limited=False, langsmith=False),
         admin_route("/_admin/runs", admin.runs, ["POST"]),
         admin_route("/_admin/runs", admin.read_runs, ["GET"]),
         admin_route("/_admin/feedback", admin.feedback, ["POST"]),
@@ -83,8 +84,10 @@ def create_app(
         admin_route("/_admin/annotation-queues", queues.admin_add_queue, ["POST"]),
         admin_route("/_admin/annotation-queues/{queue_id}/items", queues.admin_read_items, ["GET"]),
     ]
+    routes.append(admin_route("/_admin/tenants", tenants.read, ["GET"]))
     app = Starlette(routes=routes)
     app.state.standin = state
+    app.state.tenants = tenants.Tenants(required=tenants.parse_required(require_header))
     return app
 
 
@@ -99,4 +102,5 @@ def app_from_env() -> Starlette:
         preload_fixture=env_flag("STANDIN_PRELOAD_FIXTURE"),
         limits=not env_flag("STANDIN_NO_LIMITS"),
         flags=os.environ.get("STANDIN_FLAGS") or "cloud",
+        require_header=os.environ.get("STANDIN_REQUIRE_HEADER") or None,
     )

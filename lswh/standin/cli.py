@@ -7,6 +7,7 @@ import os
 
 from lswh.standin.app import create_app, env_flag
 from lswh.standin.profiles import PROFILES
+from lswh.standin.tenants import parse_required
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,13 +28,23 @@ def main(argv: list[str] | None = None) -> None:
         help="which server /info describes (also STANDIN_FLAGS): cloud = v2 and v1 run reads, "
         "v1-only = a server before v2 (< 0.16), v2-only = SmithDB only (no v1 run reads)",
     )
+    parser.add_argument(
+        "--require-header", default=os.environ.get("STANDIN_REQUIRE_HEADER") or None, metavar="NAME:VALUE",
+        help="answer 421 to LangSmith requests without this header, e.g. one a test's proxy adds "
+        "(also STANDIN_REQUIRE_HEADER)",
+    )
     args = parser.parse_args(argv)
     if args.flags not in PROFILES:  # argparse checks choices on the command line, not on a default
         parser.error(f"STANDIN_FLAGS={args.flags!r}: one of {', '.join(PROFILES)}")
 
     import uvicorn
 
+    try:
+        parse_required(args.require_header)
+    except ValueError as exc:
+        parser.error(str(exc))
     standin = create_app(
-        latency_ms=args.latency_ms, preload_fixture=args.preload_fixture, limits=not args.no_limits, flags=args.flags
+        latency_ms=args.latency_ms, preload_fixture=args.preload_fixture, limits=not args.no_limits, flags=args.flags,
+        require_header=args.require_header,
     )
     uvicorn.run(standin, host=args.host, port=args.port, access_log=False, log_level="warning")

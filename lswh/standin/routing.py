@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from lswh.standin.limits import category
 from lswh.standin.state import API_KEY_PREFIX, ApiError, State, detail, state_of
+from lswh.standin.tenants import tenants_of
 
 Handler = Callable[[Request, State], Awaitable[Response]]
 
@@ -33,8 +34,9 @@ def _aliases(template: str) -> list[str]:
 
 
 def api(template: str, handler: Handler, methods: list[str], *, auth: bool = True,
-        limited: bool = True) -> list[Route]:
-    """An API (or S3) route under each of its spellings, all counted under one stats key."""
+        limited: bool = True, langsmith: bool = True) -> list[Route]:
+    """An API (or S3, `langsmith=False`) route under each of its spellings, all counted under one
+    stats key. LangSmith routes check the tenant header (lswh/standin/tenants.py)."""
 
     async def endpoint(request: Request) -> Response:
         state = state_of(request)
@@ -52,6 +54,10 @@ def api(template: str, handler: Handler, methods: list[str], *, auth: bool = Tru
         api_key = request.headers.get("x-api-key") or ""
         if auth and not api_key.startswith(API_KEY_PREFIX):
             return detail(401, "Invalid token")
+        if langsmith:
+            refused = tenants_of(request).check(request, key, workspace_scoped=auth)
+            if refused is not None:
+                return refused
         if limited and state.limits_enabled:
             name = category(request.method, request.url.path)
             # /info is limited by IP in the docs' table; everything else by the key.

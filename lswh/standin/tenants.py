@@ -18,8 +18,8 @@ The stand-in's form of an organization-scoped key: any key starting with `lsv2-s
 runs, feedback, rules, annotation queues, projects) is workspace-scoped; `/info` is not
 (it needs no key at all).
 
-`/_admin/tenants` counts, per route, the requests that carried `X-Tenant-Id` and those that did
-not, so a test can assert that none went without.
+`/_admin/tenants` counts, per workspace-scoped route, the requests that carried `X-Tenant-Id`
+and those that did not, so a test can assert that none went without.
 
 `--require-header NAME:VALUE` (tests behind a proxy): every LangSmith route answers 421
 Misdirected Request to a request without that header, so a request that went around the proxy
@@ -60,12 +60,14 @@ class Tenants:
                 self.misdirected[route] += 1
                 return JSONResponse({"detail": f"request did not come through the proxy (no {name} header)"},
                                     status_code=421)
+        if not workspace_scoped:
+            return None
         tenant = request.headers.get(TENANT_HEADER)
         (self.with_header if tenant else self.without_header)[route] += 1
         if tenant:
             self.tenant_ids[tenant] += 1
         key = request.headers.get("x-api-key") or ""
-        if workspace_scoped and not tenant and key.startswith(ORG_KEY_PREFIX):
+        if not tenant and key.startswith(ORG_KEY_PREFIX):
             return JSONResponse({"error": ORG_SCOPED_ERROR, "detail": ORG_SCOPED_DETAIL}, status_code=403)
         return None
 

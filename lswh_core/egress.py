@@ -60,6 +60,20 @@ def proxy_for(url: str) -> str | None:
     return proxy if proxy is None or "://" in proxy else f"http://{proxy}"
 
 
+def proxy_hosts(env: Mapping[str, str] | None = None) -> list[str]:
+    """The host names of the configured proxies (the S3 fetcher connects to them, not to the
+    object's host, so its address check must let them through)."""
+    env = _env(env)
+    hosts = []
+    for name in PROXY_VARIABLES:
+        raw = _get(env, name)
+        if raw:
+            host = urlsplit(raw if "://" in raw else f"http://{raw}").hostname
+            if host:
+                hosts.append(host)
+    return hosts
+
+
 def ca_bundle(env: Mapping[str, str] | None = None) -> str | None:
     """REQUESTS_CA_BUNDLE, else CURL_CA_BUNDLE, else SSL_CERT_FILE; None = the default bundle."""
     env = _env(env)

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import httpx
 import redis
 
+from lswh_core import egress
 from lswh_core.redis import sync_redis
 from lswh_core.rules import Rules, load_rules
 from lswh_core.settings import Settings
@@ -57,8 +58,12 @@ class Runtime:
         """Created on first use, on the loop thread (where it is used)."""
         if self._http is None:
             exact = [rule.host for rule in self.rules if rule.exact]
-            self._http = httpx.AsyncClient(transport=AiohttpTransport(S3_CONCURRENCY, exact_hosts=exact),
-                                           follow_redirects=False, trust_env=False)
+            if self.settings.s3_proxy == "env":  # README: Accounts, workspaces and proxies
+                transport = AiohttpTransport(S3_CONCURRENCY, exact_hosts=[*exact, *egress.proxy_hosts()],
+                                             proxy_for=egress.proxy_for, ssl=egress.ssl_context(egress.ca_bundle()))
+            else:
+                transport = AiohttpTransport(S3_CONCURRENCY, exact_hosts=exact)
+            self._http = httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False)
         return self._http
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:

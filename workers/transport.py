@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import AsyncIterator, Collection
+import ssl as ssl_
+from collections.abc import AsyncIterator, Callable, Collection
 
 import aiohttp
 import httpx
@@ -91,11 +92,16 @@ class PublicOnlyResolver(AbstractResolver):
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    """GETs only need what a presigned object fetch needs: no proxies, no redirects, no
-    decompression (the size cap counts bytes as sent)."""
+    """GETs only need what a presigned object fetch needs: no redirects, no decompression (the
+    size cap counts bytes as sent), and no proxy unless `proxy_for` is given (LSWH_S3_PROXY=env:
+    lswh_core/egress.py picks the proxy per URL; the proxy's own host is then trusted like an
+    exact allow-list entry, and the object's host is resolved by the proxy, not checked here)."""
 
-    def __init__(self, max_connections: int, exact_hosts: Collection[str] = ()) -> None:
+    def __init__(self, max_connections: int, exact_hosts: Collection[str] = (),
+                 proxy_for: Callable[[str], str | None] | None = None, ssl: ssl_.SSLContext | None = None) -> None:
         self._max_connections = max_connections
+        self._proxy_for = proxy_for
+        self._ssl = ssl
         self._resolver = PublicOnlyResolver(exact_hosts)
         self._session: aiohttp.ClientSession | None = None
 
@@ -119,6 +125,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 headers=[(k, v) for k, v in request.headers.multi_items() if k.lower() != "host"],
                 data=request.content or None,
                 allow_redirects=False,
+                proxy=self._proxy_for(str(request.url)) if self._proxy_for is not None else None,
+                ssl=self._ssl if self._ssl is not None else True,
                 timeout=aiohttp.ClientTimeout(sock_connect=timeout.get("connect"), sock_read=timeout.get("read")),
             )
         except (TimeoutError, aiohttp.ServerTimeoutError):

@@ -29,7 +29,8 @@ class StandIn:
     """The LangSmith stand-in process and its admin API. LangSmith Cloud's rate limits are on unless
     `limits=False`; `flags` picks what `/info` reports (`cloud`, `v1-only`, `v2-only`)."""
 
-    def __init__(self, latency_ms: int = 0, *, limits: bool = True, flags: str = "cloud") -> None:
+    def __init__(self, latency_ms: int = 0, *, limits: bool = True, flags: str = "cloud",
+                 require_header: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = ["--host", "127.0.0.1", "--port", str(self.port), "--preload-fixture", "--flags", flags]
@@ -37,6 +38,8 @@ class StandIn:
             args += ["--latency-ms", str(latency_ms)]
         if not limits:
             args.append("--no-limits")
+        if require_header:
+            args += ["--require-header", require_header]
         self.proc = python_module("lswh.standin", *args, name="standin")
         wait_http(f"{self.url}/info", self.proc)
         self.http = httpx.Client(base_url=self.url, timeout=30)

@@ -1,0 +1,109 @@
+"""Behind a corporate proxy: every LangSmith request of both SDK clients goes through HTTP_PROXY
+(with its credentials, which never reach a log); NO_PROXY naming the host sends none through it;
+presigned S3 fetches go direct unless LSWH_S3_PROXY=env (issue 16).
+
+The stand-in refuses (421) LangSmith requests without the header the test's proxy adds, so a
+request that went around the proxy fails its run instead of landing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.procs import RedisServer
+from tests.support.proxy import ForwardProxy
+from tests.support.stack import Pipeline, StandIn, delivery, fresh_run
+
+VIA = ("X-Via-Test-Proxy", uuid.uuid4().hex)
+CREDENTIALS = ("corp-user", f"proxy-pw-{uuid.uuid4().hex[:12]}")
+
+
+def proxy_env(url: str, no_proxy: str = "") -> dict[str, str]:
+    """Both spellings: urllib (so requests) prefers the lower-case one, and an inherited NO_PROXY
+    (e.g. a CI's `localhost,127.0.0.1`) would send everything around the proxy."""
+    return {"HTTP_PROXY": url, "http_proxy": url, "HTTPS_PROXY": url, "https_proxy": url,
+            "NO_PROXY": no_proxy, "no_proxy": no_proxy, "ALL_PROXY": "", "all_proxy": ""}
+
+
+@pytest.fixture(scope="module")
+def proxy() -> Iterator[ForwardProxy]:
+    server = ForwardProxy(add_header=VIA, credentials=CREDENTIALS)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def guarded() -> Iterator[StandIn]:
+    """A stand-in that answers 421 to LangSmith requests that did not come through the proxy."""
+    server = StandIn(require_header=f"{VIA[0]}:{VIA[1]}")
+    yield server
+    server.stop()
+
+
+def runs_of_every_kind(standin: StandIn) -> list[dict[str, Any]]:
+    project = str(uuid.uuid4())
+    start = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)).isoformat()
+    inline = fresh_run(session_id=project, start_time=start, inputs={"q": "inline"}, outputs={"a": "inline"})
+    s3 = fresh_run(session_id=project, start_time=start)
+    s3["inputs_s3_urls"] = {"ROOT": {"presigned_url": standin.put_object({"q": "s3"}), "s3_url": "s3://b/i"}}
+    s3["outputs_s3_urls"] = {"ROOT": {"presigned_url": standin.put_object({"a": "s3"}), "s3_url": "s3://b/o"}}
+    api_only = [fresh_run(session_id=project, start_time=start) for _ in range(3)]
+    standin.add_runs([{**run, "inputs": {"q": f"api {i}"}, "outputs": {"a": f"api {i}"}}
+                      for i, run in enumerate(api_only)])
+    return [inline, s3, *api_only]
+
+
+def test_every_run_lands_through_the_proxy_and_its_credentials_never_reach_a_log(
+        redis_server: RedisServer, guarded: StandIn, proxy: ForwardProxy) -> None:
+    misdirected_before = guarded.admin("GET", "tenants")["misdirected_total"]  # the test's own wait for /info
+    pipeline = Pipeline(redis_server, guarded, db=54, LSWH_LOG_FORMAT="text", **proxy_env(proxy.url()))
+    try:
+        runs = runs_of_every_kind(guarded)
+        assert pipeline.post(delivery(runs)).status_code == 202
+        found = pipeline.wait_examples([r["id"] for r in runs], timeout=60)
+        assert found[runs[1]["id"]][0]["inputs"] == {"q": "s3"}
+        assert found[runs[4]["id"]][0]["inputs"] == {"q": "api 2"}
+        # Both clients: the requests client's dataset calls and the v2 client's runs query.
+        assert proxy.paths["POST /api/v2/runs/query"] >= 1 and proxy.paths["GET /datasets"] >= 1
+        assert not [path for path in proxy.paths if path.startswith("GET /s3/")]  # LSWH_S3_PROXY=off: direct
+        assert guarded.admin("GET", "tenants")["misdirected_total"] == misdirected_before
+        assert proxy.refused == 0  # both clients sent the credentials
+        pipeline.wait_idle()
+        output = "\n".join(w.output() for w in pipeline.workers)
+        assert CREDENTIALS[1] not in output
+        assert "proxy http://<redacted>@127.0.0.1" in output  # the start line says which proxy, masked
+    finally:
+        pipeline.stop()
+
+
+def test_no_proxy_naming_the_host_sends_nothing_through_the_proxy(redis_server: RedisServer, standin: StandIn,
+                                                                   proxy: ForwardProxy) -> None:
+    before = proxy.total
+    pipeline = Pipeline(redis_server, standin, db=55, **proxy_env(proxy.url(), no_proxy="127.0.0.1,localhost"))
+    try:
+        runs = runs_of_every_kind(standin)
+        assert pipeline.post(delivery(runs)).status_code == 202
+        pipeline.wait_examples([r["id"] for r in runs], timeout=60)
+        pipeline.wait_idle()
+        assert proxy.total == before
+    finally:
+        pipeline.stop()
+
+
+def test_presigned_fetches_use_the_proxy_only_when_told(redis_server: RedisServer, guarded: StandIn,
+                                                         proxy: ForwardProxy) -> None:
+    pipeline = Pipeline(redis_server, guarded, db=56, LSWH_S3_PROXY="env", **proxy_env(proxy.url()))
+    try:
+        run = fresh_run(session_id=str(uuid.uuid4()))
+        run["inputs_s3_urls"] = {"ROOT": {"presigned_url": guarded.put_object({"q": "via"}), "s3_url": "s3://b/v"}}
+        run["outputs_s3_urls"] = {"ROOT": {"presigned_url": guarded.put_object({"a": "via"}), "s3_url": "s3://b/w"}}
+        assert pipeline.post(delivery([run])).status_code == 202
+        found = pipeline.wait_examples([run["id"]], timeout=60)
+        assert found[run["id"]][0]["inputs"] == {"q": "via"}
+        assert [path for path in proxy.paths if path.startswith("GET /s3/")]
+    finally:
+        pipeline.stop()

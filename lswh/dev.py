@@ -258,9 +258,12 @@ def _local_bypasses_proxy(env: dict[str, str]) -> None:
     if not any(env.get(name) for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
                                           "all_proxy")):
         return
-    for name in ("NO_PROXY", "no_proxy"):
-        hosts = [h.strip() for h in env.get(name, "").split(",") if h.strip()]
-        env[name] = ",".join([*hosts, *(h for h in LOCAL_HOSTS if h not in hosts)])
+    # The lower-case spelling, when set, hides the upper-case one: both get the union.
+    hosts: list[str] = []
+    for name in ("no_proxy", "NO_PROXY"):
+        hosts += [h.strip() for h in env.get(name, "").split(",") if h.strip() and h.strip() not in hosts]
+    hosts += [h for h in LOCAL_HOSTS if h not in hosts]
+    env["NO_PROXY"] = env["no_proxy"] = ",".join(hosts)
 
 
 def _start_redis(dev: Dev, env: dict[str, str], state_dir: str) -> str:

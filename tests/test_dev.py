@@ -196,3 +196,15 @@ def test_a_child_that_ignores_sigterm_is_killed_within_the_grace_period():
     dev.stop()
     assert child.popen.returncode == -signal.SIGKILL
     assert time.monotonic() - started < 10
+
+
+def test_behind_a_proxy_dev_keeps_its_local_services_off_it() -> None:
+    from lswh.dev import _local_bypasses_proxy
+
+    env = {"HTTPS_PROXY": "http://proxy.corp.example:3128", "NO_PROXY": ".corp.example"}
+    _local_bypasses_proxy(env)
+    assert env["NO_PROXY"].split(",") == [".corp.example", "127.0.0.1", "localhost"]
+    assert env["no_proxy"] == env["NO_PROXY"]
+    untouched = {"PATH": "/bin"}
+    _local_bypasses_proxy(untouched)
+    assert untouched == {"PATH": "/bin"}

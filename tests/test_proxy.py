@@ -107,3 +107,44 @@ def test_presigned_fetches_use_the_proxy_only_when_told(redis_server: RedisServe
         assert [path for path in proxy.paths if path.startswith("GET /s3/")]
     finally:
         pipeline.stop()
+
+
+def redis_text(pipeline: Pipeline) -> str:
+    """Every string Redis holds for this pipeline: jobs (RQ keeps failures' tracebacks), hashes, lists."""
+    client = pipeline.redis
+    parts: list[str] = []
+    for key in client.scan_iter():
+        kind = client.type(key).decode()
+        if kind == "string":
+            parts.append(str(client.get(key)))
+        elif kind == "hash":
+            parts.append(str(client.hgetall(key)))
+        elif kind == "list":
+            parts.append(str(client.lrange(key, 0, -1)))
+        elif kind in ("set", "zset"):
+            parts.append(str(client.zrange(key, 0, -1) if kind == "zset" else client.smembers(key)))
+    return "\n".join(parts)
+
+
+def test_an_unreachable_proxy_fails_runs_without_its_credentials_reaching_a_log_or_job(
+        redis_server: RedisServer, standin: StandIn) -> None:
+    from tests.support.procs import free_port
+
+    dead = f"http://{CREDENTIALS[0]}:{CREDENTIALS[1]}@127.0.0.1:{free_port()}"
+    pipeline = Pipeline(redis_server, standin, db=57, LSWH_RETRIES="0", LSWH_LOG_FORMAT="text",
+                        **proxy_env(dead))
+    try:
+        run = fresh_run(session_id=str(uuid.uuid4()),
+                        start_time=(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)).isoformat())
+        standin.add_runs([{**run, "inputs": {"q": "x"}, "outputs": {"a": "x"}}])
+        assert pipeline.post(delivery([run])).status_code == 202
+        from tests.support.faults import wait_for
+
+        wait_for(lambda: bool(pipeline.failed_jobs()), 60, "the run to fail through the dead proxy",
+                 detail=lambda: pipeline.workers[0].output()[-2000:])
+        output = "\n".join(w.output() for w in pipeline.workers)
+        assert CREDENTIALS[1] not in output
+        assert CREDENTIALS[1] not in redis_text(pipeline)
+        assert standin.examples_by_run([run["id"]], pipeline.dataset) == {}
+    finally:
+        pipeline.stop()

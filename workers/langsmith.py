@@ -19,13 +19,12 @@ from typing import Any, TypeVar
 
 import orjson
 import redis
-import requests
 from langsmith import AsyncLangsmith
 from langsmith import utils as ls_utils
 from langsmith.types.run_select_field import RunSelectField
 
 from lswh_core.settings import Settings
-from workers.errors import TRANSIENT_STATUSES, LangSmithUnavailable, RunError, classify, parse_retry_after
+from workers.errors import RunError, classify
 from workers.langsmith_clients import ClientConfig, build_client, build_v2
 from workers.langsmith_http import Budget, BudgetedAdapter, Recorder, RouteOf
 
@@ -236,13 +235,6 @@ async def split_on_refusal(items: Sequence[T], call: Callable[[Sequence[T]], Awa
     return first + second
 
 
-def _raise_transient(response: requests.Response, *args: Any, **kwargs: Any) -> None:
-    """The final transient answer leaves the SDK as LangSmithUnavailable, before the SDK's own
-    retry loop could sleep on it (it sleeps a Retry-After, or 30 s without one, on a 429)."""
-    if response.status_code in TRANSIENT_STATUSES:
-        raise LangSmithUnavailable(response.status_code, parse_retry_after(response.headers.get("Retry-After")))
-
-
 class LangSmith:
     """Runs, feedback, datasets and examples, through the shared budget.
 
@@ -257,7 +249,7 @@ class LangSmith:
         self.route_of = route_of
         self.recorder = recorder
         self.config = config
-        self.client = build_client(config, BudgetedAdapter(budget, route_of, recorder), hooks=(_raise_transient,))
+        self.client = build_client(config, BudgetedAdapter(budget, route_of, recorder))
         self._v2: AsyncLangsmith | None = None
 
     @classmethod

@@ -32,6 +32,7 @@ from langsmith import utils as ls_utils
 
 from lswh_core.egress import Route, ssl_context
 from lswh_core.settings import Settings
+from workers.errors import TRANSIENT_STATUSES, LangSmithUnavailable, parse_retry_after
 from workers.langsmith_http import Budget, BudgetedAdapter, BudgetedTransport, Recorder, RouteOf
 
 TIMEOUT_MS = (5_000, 30_000)
@@ -85,14 +86,19 @@ def _session(config: ClientConfig) -> requests.Session:
     return session
 
 
+def _raise_transient(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    """The final transient answer leaves the SDK as LangSmithUnavailable, before the SDK's own
+    retry loop could sleep on it (it sleeps a Retry-After, or 30 s without one, on a 429)."""
+    if response.status_code in TRANSIENT_STATUSES:
+        raise LangSmithUnavailable(response.status_code, parse_retry_after(response.headers.get("Retry-After")))
+
+
 def build_client(config: ClientConfig, adapter: BudgetedAdapter, *,
-                 info: ls_schemas.LangSmithInfo | Mapping[str, Any] | None = None,
-                 hooks: tuple[Any, ...] = ()) -> Client:
+                 info: ls_schemas.LangSmithInfo | Mapping[str, Any] | None = None) -> Client:
     """The SDK's hand-written client, sending through `adapter` (the shared budget). `info`, when
     given, is the server's known `/info` (the client then never reads it itself)."""
     session = _session(config)
-    for hook in hooks:
-        session.hooks["response"].append(hook)
+    session.hooks["response"].append(_raise_transient)
     client = Client(
         api_url=config.api_url,
         api_key=config.api_key,

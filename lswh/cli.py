@@ -11,6 +11,7 @@ import datetime as dt
 import sys
 from collections.abc import Sequence
 
+from lswh_core import egress
 from lswh_core.settings import Settings, SettingsError
 
 HOW_TO_SET_LSWH_SECRETS = (
@@ -166,6 +167,7 @@ def _window(args: argparse.Namespace) -> tuple[dt.datetime, dt.datetime]:
 
 def backfill(args: argparse.Namespace) -> int:
     check_rules(Settings.from_env())
+    egress.check()  # it talks to LangSmith as a worker does: the same proxy/CA checks (exit 2)
     from lswh.backfill import BackfillRefused, run
 
     try:

@@ -120,3 +120,12 @@ def test_the_client_config_routes_its_endpoint_once(monkeypatch: pytest.MonkeyPa
     assert own.egress.proxy is None
     described = cloud.describe()
     assert "lsv2_sk_secret" not in described and "pw-123" not in described and workspace in described
+
+
+def test_backfill_refuses_a_bad_proxy_at_start_like_the_worker() -> None:
+    from tests.support.commands import run_lswh
+
+    result = run_lswh({"HTTPS_PROXY": "ftp://corp-user:pw-123@proxy", "https_proxy": "",
+                       "REDIS_URL": "redis://127.0.0.1:1/0"}, "backfill", "--rule", "r", "--since", "1h")
+    assert result.returncode == 2, result.stderr
+    assert "HTTPS_PROXY" in result.stderr and "pw-123" not in result.stderr + result.stdout

@@ -54,3 +54,10 @@ def test_require_header_refuses_langsmith_requests_without_it_but_not_presigned_
         assert httpx.get(url).status_code == 200
     finally:
         server.stop()
+
+
+def test_reset_zeroes_the_tenant_counters(fresh: StandIn) -> None:
+    httpx.get(f"{fresh.url}/datasets", headers={"x-api-key": "lsv2-standin-key"})
+    assert fresh.admin("GET", "tenants")["without_tenant_total"] >= 1
+    fresh.admin("POST", "reset")
+    assert fresh.admin("GET", "tenants")["without_tenant_total"] == 0

@@ -19,6 +19,7 @@ from lswh.standin.limits import CLOUD_LIMITS, Limit
 from lswh.standin.profiles import PROFILES
 from lswh.standin.rules import normalize_rule
 from lswh.standin.state import SESSION_ID, BadRequest, Fault, Race, State, iso, json_body, uuid_or_none
+from lswh.standin.tenants import tenants_of
 
 FIXTURE_PATH = Path(__file__).parent.parent / "fixtures" / "langsmith_docs_payload.json"
 FIXTURE_INPUTS = {"query": "How do I turn traced runs into dataset examples in LangSmith?"}
@@ -115,6 +116,7 @@ async def stats(request: Request, state: State) -> Response:
 async def reset(request: Request, state: State) -> Response:
     body = await json_body(request) if await request.body() else {}
     state.reset(everything=bool(isinstance(body, dict) and body.get("all")))
+    tenants_of(request).reset()
     return JSONResponse({"reset": True})
 
 

@@ -24,7 +24,8 @@ def create_app(
     flags: str | Profile = "cloud",
     require_header: str | None = None,
 ) -> Starlette:
-    """The stand-in app. API keys: any starting with `lsv2-standin`, each its own rate-limit bucket.
+    """The stand-in app. API keys: any starting with `lsv2-standin`, each its own rate-limit bucket;
+    `lsv2-standin-org...` keys are organization-scoped (lswh/standin/tenants.py).
     `limits=False` lifts LangSmith Cloud's rate limits; `flags` picks the `/info` profile."""
     state = State(
         startup_latency_ms=latency_ms,

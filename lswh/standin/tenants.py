@@ -71,6 +71,11 @@ class Tenants:
             return JSONResponse({"error": ORG_SCOPED_ERROR, "detail": ORG_SCOPED_DETAIL}, status_code=403)
         return None
 
+    def reset(self) -> None:
+        """Counters back to zero (`POST /_admin/reset`); the required header stays, as started."""
+        for counter in (self.with_header, self.without_header, self.tenant_ids, self.misdirected):
+            counter.clear()
+
     def figures(self) -> dict[str, object]:
         return {
             "with_tenant": dict(self.with_header),

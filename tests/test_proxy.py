@@ -8,13 +8,18 @@ request that went around the proxy fails its run instead of landing."""
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import ssl
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.support.procs import RedisServer
+from tests.support.procs import RedisServer, free_port, python_module, wait_until
 from tests.support.proxy import ForwardProxy
 from tests.support.stack import Pipeline, StandIn, delivery, fresh_run
 
@@ -128,8 +133,6 @@ def redis_text(pipeline: Pipeline) -> str:
 
 def test_an_unreachable_proxy_fails_runs_without_its_credentials_reaching_a_log_or_job(
         redis_server: RedisServer, standin: StandIn) -> None:
-    from tests.support.procs import free_port
-
     dead = f"http://{CREDENTIALS[0]}:{CREDENTIALS[1]}@127.0.0.1:{free_port()}"
     pipeline = Pipeline(redis_server, standin, db=57, LSWH_RETRIES="0", LSWH_LOG_FORMAT="text",
                         **proxy_env(dead))
@@ -148,3 +151,76 @@ def test_an_unreachable_proxy_fails_runs_without_its_credentials_reaching_a_log_
         assert standin.examples_by_run([run["id"]], pipeline.dataset) == {}
     finally:
         pipeline.stop()
+
+
+# --- HTTPS: CONNECT through the proxy, a private CA trusted through the policy ---------------
+
+TLS_HOST = "langsmith.test"  # a reserved name: only the test's proxy resolves it
+
+
+def make_ca_and_certificate(folder: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a certificate it signed for TLS_HOST and 127.0.0.1 (openssl CLI)."""
+    ca_key, ca_cert = folder / "ca.key", folder / "ca.pem"
+    key, csr, cert, ext = folder / "server.key", folder / "server.csr", folder / "server.pem", folder / "san.ext"
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=lswh test CA",
+            "-keyout", str(ca_key), "-out", str(ca_cert))
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={TLS_HOST}", "-keyout", str(key), "-out", str(csr))
+    ext.write_text(f"subjectAltName=DNS:{TLS_HOST},IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key), "-CAcreateserial",
+            "-days", "2", "-extfile", str(ext), "-out", str(cert))
+    return ca_cert, cert, key
+
+
+class TlsStandIn(StandIn):
+    """The stand-in over HTTPS, with a certificate from the test's private CA."""
+
+    def __init__(self, cert: Path, key: Path, ca: Path) -> None:
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.proc = python_module("lswh.standin", "--host", "127.0.0.1", "--port", str(self.port),
+                                  "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), name="standin-tls")
+        self.http = httpx.Client(base_url=self.url, timeout=30, verify=ssl.create_default_context(cafile=str(ca)))
+        wait_until(lambda: self.http.get("/info").status_code == 200, 20, what="the TLS stand-in")
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TlsStandIn, Path]]:
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command to make a test CA with")
+    ca, cert, key = make_ca_and_certificate(Path(tmp_path_factory.mktemp("tls")))
+    server = TlsStandIn(cert, key, ca)
+    yield server, ca
+    server.stop()
+
+
+@pytest.mark.parametrize("ca_variable", ["REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"])
+def test_over_https_both_clients_tunnel_through_the_proxy_and_trust_the_configured_ca(
+        redis_server: RedisServer, tls: tuple[TlsStandIn, Path], ca_variable: str) -> None:
+    standin, ca = tls
+    proxy = ForwardProxy(add_header=VIA, credentials=CREDENTIALS, hosts={TLS_HOST: "127.0.0.1"})
+    # This machine may set all three CA variables: only the one under test names the private CA.
+    cas = {"REQUESTS_CA_BUNDLE": "", "CURL_CA_BUNDLE": "", "SSL_CERT_FILE": "", ca_variable: str(ca)}
+    pipeline = Pipeline(redis_server, standin, db=58 if ca_variable == "SSL_CERT_FILE" else 59,
+                        LANGSMITH_ENDPOINT=f"https://{TLS_HOST}:{standin.port}", **cas, **proxy_env(proxy.url()))
+    try:
+        project = str(uuid.uuid4())
+        start = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)).isoformat()
+        inline = fresh_run(session_id=project, start_time=start, inputs={"q": "inline"}, outputs={"a": "inline"})
+        api_only = [fresh_run(session_id=project, start_time=start) for _ in range(3)]
+        standin.add_runs([{**run, "inputs": {"q": f"api {i}"}, "outputs": {"a": f"api {i}"}}
+                          for i, run in enumerate(api_only)])
+        runs = [inline, *api_only]
+        assert pipeline.post(delivery(runs)).status_code == 202
+        found = pipeline.wait_examples([r["id"] for r in runs], timeout=60)
+        assert found[api_only[0]["id"]][0]["inputs"] == {"q": "api 0"}  # the v2 query, through the tunnel
+        # langsmith.test resolves nowhere but in the proxy: every request went through it.
+        assert proxy.forwarded[f"CONNECT {TLS_HOST}:{standin.port}"] >= 2  # at least one per client
+        assert proxy.refused == 0
+        assert "CERTIFICATE_VERIFY_FAILED" not in pipeline.workers[0].output()
+    finally:
+        pipeline.stop()
+        proxy.stop()

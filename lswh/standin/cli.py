@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> None:
         help="answer 421 to LangSmith requests without this header, e.g. one a test's proxy adds "
         "(also STANDIN_REQUIRE_HEADER)",
     )
+    parser.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate (tests of CA bundles)")
+    parser.add_argument("--ssl-keyfile", default=None, help="the certificate's private key")
     args = parser.parse_args(argv)
     if args.flags not in PROFILES:  # argparse checks choices on the command line, not on a default
         parser.error(f"STANDIN_FLAGS={args.flags!r}: one of {', '.join(PROFILES)}")
@@ -47,4 +49,5 @@ def main(argv: list[str] | None = None) -> None:
         latency_ms=args.latency_ms, preload_fixture=args.preload_fixture, limits=not args.no_limits, flags=args.flags,
         require_header=args.require_header,
     )
-    uvicorn.run(standin, host=args.host, port=args.port, access_log=False, log_level="warning")
+    uvicorn.run(standin, host=args.host, port=args.port, access_log=False, log_level="warning",
+                ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)

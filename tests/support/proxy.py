@@ -19,9 +19,13 @@ HEAD_LIMIT = 65_536
 
 
 class ForwardProxy:
-    def __init__(self, *, add_header: tuple[str, str], credentials: tuple[str, str] | None = None) -> None:
+    def __init__(self, *, add_header: tuple[str, str], credentials: tuple[str, str] | None = None,
+                 hosts: dict[str, str] | None = None) -> None:
         self.add_header = add_header
         self.credentials = credentials
+        # Names only the proxy can resolve (e.g. langsmith.test -> 127.0.0.1): a client that
+        # went around the proxy cannot reach them at all.
+        self.hosts = hosts or {}
         self.forwarded: Counter[str] = Counter()  # "METHOD host:port" -> requests
         self.paths: Counter[str] = Counter()  # "METHOD /path" (no query: it may hold a signature)
         self.refused = 0
@@ -81,7 +85,8 @@ class ForwardProxy:
             return
         if method == "CONNECT":
             host, _, port = target.rpartition(":")
-            upstream_reader, upstream_writer = await asyncio.open_connection(host.strip("[]"), int(port))
+            host = host.strip("[]")
+            upstream_reader, upstream_writer = await asyncio.open_connection(self.hosts.get(host, host), int(port))
             self.forwarded[f"CONNECT {target}"] += 1
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             await writer.drain()
@@ -90,7 +95,9 @@ class ForwardProxy:
             path = parts.path or "/"
             if parts.query:
                 path += "?" + parts.query
-            upstream_reader, upstream_writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+            hostname = parts.hostname or ""
+            upstream_reader, upstream_writer = await asyncio.open_connection(self.hosts.get(hostname, hostname),
+                                                                             parts.port or 80)
             self.forwarded[f"{method} {parts.hostname}:{parts.port or 80}"] += 1
             self.paths[f"{method} {parts.path}"] += 1
             kept = [(k, v) for k, v in headers

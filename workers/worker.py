@@ -154,7 +154,9 @@ WORKSPACE_REFUSED = (
 def _status_of(exc: BaseException) -> int | None:
     """The HTTP status behind an SDK error (it raises its own errors from requests' HTTPError)."""
     seen: BaseException | None = exc
-    while seen is not None:
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:  # a chain may loop back on itself
+        visited.add(id(seen))
         response = getattr(seen, "response", None)
         if response is not None and getattr(response, "status_code", None) is not None:
             return int(response.status_code)

@@ -25,6 +25,7 @@ from langsmith import AsyncLangsmith, Client
 from langsmith import utils as ls_utils
 from langsmith.types.run_select_field import RunSelectField
 
+from lswh_core import times
 from lswh_core.settings import Settings
 from workers.errors import TRANSIENT_STATUSES, LangSmithUnavailable, RunError, classify, parse_retry_after
 from workers.langsmith_http import Budget, BudgetedAdapter, BudgetedTransport, Recorder, RouteOf
@@ -40,7 +41,6 @@ EXAMPLES_CHUNK = 100  # ids per GET /examples (URL length)
 ANNOTATION_QUEUE_PAGE = 100
 # The v2 query filters on start_time; LangSmith stores microseconds, deliveries may round.
 WINDOW_SLACK = dt.timedelta(seconds=1)
-MIN_V2_VERSION = (0, 16, 0)  # SDK: Client.runs checks _check_backend_version(..., "0.16.0")
 RULES_PAGE = 100  # GET /api/v2/runs/rules pages at most 100 rules
 MATCH_PAGE = 100  # locators per page of a rule's matching runs (small rows; keeps each answer quick)
 # What a backfilled run needs in its synthetic delivery: the job path reads the rest in bulk.
@@ -49,29 +49,24 @@ LOCATOR_SELECTS: list[RunSelectField] = ["ID", "PROJECT_ID", "START_TIME", "TRAC
 
 class QueryBackend(enum.Enum):
     """Which run-query backends a LangSmith server has, from `/info`'s instance flags, decided
-    as the SDK does (langsmith/_internal/_v2_migration_utils.py `get_query_backend`):
-    `ch_query_enabled` defaults on when absent, `sdb_query_enabled` off."""
+    exactly as the SDK does (langsmith/_internal/_v2_migration_utils.py `get_query_backend`):
+    `ch_query_enabled` defaults on when absent, `sdb_query_enabled` off, and nothing else counts.
+    No version gate: the SDK applies none to this decision (it only warns below 0.16.0 when a v2
+    resource is used), and a SmithDB-only server that reports an empty or older version has no v1
+    runs query to fall back to. tests/test_query_backend.py runs both over one table."""
 
     V1_ONLY = "clickhouse_only"
     V2_ONLY = "smithdb_only"
     BOTH = "dual"
 
     @classmethod
-    def of(cls, flags: Mapping[str, Any] | None, version: str | None) -> QueryBackend:
+    def of(cls, flags: Mapping[str, Any] | None) -> QueryBackend:
         flags = flags or {}
         v1 = bool(flags.get("ch_query_enabled", True))
-        v2 = bool(flags.get("sdb_query_enabled", False)) and _version(version) >= MIN_V2_VERSION
+        v2 = bool(flags.get("sdb_query_enabled", False))
         if v2 and not v1:
             return cls.V2_ONLY
         return cls.BOTH if v2 else cls.V1_ONLY
-
-
-def _version(text: str | None) -> tuple[int, ...]:
-    parts = []
-    for piece in (text or "0").split(".")[:3]:
-        digits = "".join(c for c in piece if c.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
 
 
 @dataclass(frozen=True)
@@ -164,11 +159,11 @@ def _text(value: Any) -> str | None:
 
 
 def _moment(value: str) -> dt.datetime | None:
+    """A run's time with an offset (naive = UTC: lswh_core/times.py), None when it is none."""
     try:
-        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return times.parse(value)
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -297,7 +292,7 @@ class LangSmith:
 
     def backend(self) -> QueryBackend:
         info = self.client.info  # GET /info once per client (the SDK caches it)
-        return QueryBackend.of(info.instance_flags, info.version)
+        return QueryBackend.of(info.instance_flags)
 
     def v2(self) -> AsyncLangsmith:
         """Made on first use, on the I/O loop (its httpx client is bound to that loop)."""
@@ -383,13 +378,14 @@ class LangSmith:
         feedback-modified bounds need)."""
         source: dict[str, Any] = ({"project_ids": [rule.project_id]} if rule.project_id
                                   else {"reference_dataset_id": rule.dataset_id})
+        # RFC 3339 with an offset: the generated client sends a naive datetime without one.
+        since, until = (times.aware(t) if t is not None else None for t in (feedback_since, feedback_until))
         optional: dict[str, Any] = {
             "filter": filter if filter is not None else rule.filter, "trace_filter": rule.trace_filter,
-            "tree_filter": rule.tree_filter, "min_feedback_modified_at": feedback_since,
-            "max_feedback_modified_at": feedback_until}
+            "tree_filter": rule.tree_filter, "min_feedback_modified_at": since, "max_feedback_modified_at": until}
         query: dict[str, Any] = {**source, **{k: v for k, v in optional.items() if v is not None}}
-        pager = self.v2().runs.query_v2(min_start_time=start, max_start_time=end, selects=LOCATOR_SELECTS,
-                                        page_size=MATCH_PAGE, **query)
+        pager = self.v2().runs.query_v2(min_start_time=times.aware(start), max_start_time=times.aware(end),
+                                        selects=LOCATOR_SELECTS, page_size=MATCH_PAGE, **query)
         async for run in pager:
             yield _locator(run)
 

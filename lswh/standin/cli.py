@@ -25,7 +25,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--flags", choices=list(PROFILES), default=os.environ.get("STANDIN_FLAGS") or "cloud",
         help="which server /info describes (also STANDIN_FLAGS): cloud = v2 and v1 run reads, "
-        "v1-only = a server before v2 (< 0.16), v2-only = SmithDB only (no v1 run reads)",
+        "v1-only = a server before v2 (< 0.16), v2-only = SmithDB only (no v1 run reads), "
+        "v2-only-unversioned = the same with an empty version, v2-only-old = SmithDB only at 0.16.9 "
+        "(no annotation-queue items)",
+    )
+    parser.add_argument(
+        "--info-failures", type=int, metavar="N", default=int(os.environ.get("STANDIN_INFO_FAILURES") or 0),
+        help="answer the first N GET /info with 503 (also STANDIN_INFO_FAILURES)",
     )
     args = parser.parse_args(argv)
     if args.flags not in PROFILES:  # argparse checks choices on the command line, not on a default
@@ -34,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     standin = create_app(
-        latency_ms=args.latency_ms, preload_fixture=args.preload_fixture, limits=not args.no_limits, flags=args.flags
+        latency_ms=args.latency_ms, preload_fixture=args.preload_fixture, limits=not args.no_limits, flags=args.flags,
+        info_failures=args.info_failures,
     )
     uvicorn.run(standin, host=args.host, port=args.port, access_log=False, log_level="warning")

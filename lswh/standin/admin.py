@@ -177,7 +177,7 @@ async def set_info(request: Request, state: State) -> Response:
     if "profile" in body:
         state.profile = PROFILES[str(name)]
     if "fail" in body:
-        state.info_failures = int(fail)
+        state.info_failures = int(str(fail))
     return JSONResponse({"profile": state.profile.name, "fail": state.info_failures})
 
 

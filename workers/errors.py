@@ -36,6 +36,18 @@ class LangSmithUnavailable(Exception):
         self.retry_after = retry_after
 
 
+class InfoUnknown(Exception):
+    """LangSmith's `/info` has not been read: what depends on it (the query backend, the examples
+    path) waits for it (transient) instead of guessing the server (workers/langsmith.py)."""
+
+    def __init__(self, cause: BaseException | None = None) -> None:
+        why = ""
+        if cause is not None:
+            first = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else ""
+            why = f" ({type(cause).__name__}{': ' + first if first else ''})"
+        super().__init__(f"LangSmith /info could not be read{why}; waiting for it rather than guessing the server")
+
+
 def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
@@ -86,6 +98,8 @@ def classify(exc: BaseException, doing: str) -> RunError:
     if isinstance(exc, RunError):
         return exc
     chain = _causes(exc)
+    if isinstance(exc, InfoUnknown):
+        return RunError(f"{doing}: {exc}", transient=True)
     for cause in chain:
         if isinstance(cause, LangSmithUnavailable):
             return RunError(f"{doing}: LangSmith answered {cause.status}", transient=True,

@@ -5,6 +5,12 @@ datasets and writes examples; the generated v2 client (`AsyncLangsmith`, on http
 runs query. Both send through workers/langsmith_http.py, so both draw from the shared rate
 budget and neither retries or sleeps on its own. Nothing here calls a deprecated SDK method:
 `read_run`/`list_runs` (removed after 2027-01-31) are replaced by bulk queries.
+
+`/info` is read here, never guessed: the SDK's `Client.info` turns one failed read into an empty
+`LangSmithInfo` for the client's life (client.py, `except BaseException`), and from that empty
+answer the SDK and we would decide "v1 only" and the legacy `/examples/bulk` path. `refresh_info`
+reads it through the budgeted session and hands the answer to a new SDK client (`info=`), so the
+SDK never reads it itself; until one read succeeds, nothing that depends on it runs.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import asyncio
 import datetime as dt
 import enum
 import os
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,11 +31,19 @@ import redis
 import requests
 from langsmith import AsyncLangsmith, Client
 from langsmith import utils as ls_utils
+from langsmith.schemas import LangSmithInfo
 from langsmith.types.run_select_field import RunSelectField
 
 from lswh_core import times
 from lswh_core.settings import Settings
-from workers.errors import TRANSIENT_STATUSES, LangSmithUnavailable, RunError, classify, parse_retry_after
+from workers.errors import (
+    TRANSIENT_STATUSES,
+    InfoUnknown,
+    LangSmithUnavailable,
+    RunError,
+    classify,
+    parse_retry_after,
+)
 from workers.langsmith_http import Budget, BudgetedAdapter, BudgetedTransport, Recorder, RouteOf
 
 T = TypeVar("T")
@@ -262,20 +278,32 @@ class LangSmith:
         self.budget = budget
         self.route_of = route_of
         self.recorder = recorder
+        self._api_url, self._api_key = api_url, api_key
+        self.client = self._build_client(None)
+        self._v2: AsyncLangsmith | None = None
+        self._info: LangSmithInfo | None = None
+        self._info_read_at: float | None = None  # time.monotonic() of the last good read
+        self._info_lock = threading.Lock()
+
+    def _build_client(self, info: LangSmithInfo | None) -> Client:
+        """The SDK client, given `/info` once it has been read (None: not yet; nothing that reads
+        `client.info` runs before then, see `require_info`)."""
+        # merged onto langsmith_clients.build_client(info=...)
         session = requests.Session()
         session.hooks["response"].append(_raise_transient)
-        self.client = Client(
-            api_url=api_url or os.environ.get("LANGSMITH_ENDPOINT") or None,
-            api_key=api_key or os.environ.get("LANGSMITH_API_KEY") or None,
+        client = Client(
+            api_url=self._api_url or os.environ.get("LANGSMITH_ENDPOINT") or None,
+            api_key=self._api_key or os.environ.get("LANGSMITH_API_KEY") or None,
             timeout_ms=TIMEOUT_MS,
             session=session,
             auto_batch_tracing=False,
+            info=info,
         )
         # After the Client: it mounts its own retrying adapter on the session.
-        adapter = BudgetedAdapter(budget, route_of, recorder)
+        adapter = BudgetedAdapter(self.budget, self.route_of, self.recorder)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
-        self._v2: AsyncLangsmith | None = None
+        return client
 
     @classmethod
     def for_settings(cls, settings: Settings, connection: redis.Redis, *, call: Callable[..., Awaitable[Any]],
@@ -290,9 +318,47 @@ class LangSmith:
     def api_url(self) -> str:
         return str(self.client.api_url)
 
+    # --- /info --------------------------------------------------------------------------
+
+    def read_info(self) -> LangSmithInfo:
+        """`GET /info` through the budgeted session (a 5xx is sent again twice, workers/langsmith_http.py);
+        raises when it cannot be read: never an empty answer in its place."""
+        response = self.client.request_with_retries("GET", "/info", headers={"Accept": "application/json"})
+        ls_utils.raise_for_status_with_text(response)
+        body = response.json()
+        if not isinstance(body, Mapping):
+            raise ValueError("LangSmith /info answered something other than a JSON object")
+        return LangSmithInfo(**body)
+
+    def refresh_info(self) -> LangSmithInfo:
+        """Read `/info` now; on an answer that differs from the last, the SDK client is rebuilt with it
+        (the SDK reads `client.info` for its examples path). Raises InfoUnknown when it cannot be read;
+        the last good answer, if any, stays."""
+        try:
+            info = self.read_info()
+        except Exception as exc:
+            raise InfoUnknown(exc) from exc
+        with self._info_lock:
+            if info != self._info:
+                self.client = self._build_client(info)
+                self._info = info
+            self._info_read_at = time.monotonic()
+        return info
+
+    def known_info(self) -> LangSmithInfo | None:
+        """The last `/info` read, or None when none has succeeded yet."""
+        return self._info
+
+    def info_age(self) -> float | None:
+        """Seconds since the last good `/info` read, None before the first."""
+        return None if self._info_read_at is None else time.monotonic() - self._info_read_at
+
+    def require_info(self) -> LangSmithInfo:
+        """The known `/info`, read now if none is; InfoUnknown (transient) when it cannot be."""
+        return self.known_info() or self.refresh_info()
+
     def backend(self) -> QueryBackend:
-        info = self.client.info  # GET /info once per client (the SDK caches it)
-        return QueryBackend.of(info.instance_flags)
+        return QueryBackend.of(self.require_info().instance_flags)
 
     def v2(self) -> AsyncLangsmith:
         """Made on first use, on the I/O loop (its httpx client is bound to that loop)."""
@@ -311,7 +377,10 @@ class LangSmith:
                         ) -> dict[str, ApiRun | RunError]:
         """The runs LangSmith returns, by id; a run it refuses maps to its error; a run it does
         not return is absent. Pages are at most `page_size` runs (a slice)."""
-        backend = await self.call(self.backend)
+        try:
+            backend = await self.call(self.backend)
+        except InfoUnknown as exc:  # a guessed backend would send reads where the server has none
+            return dict.fromkeys((r.id for r in refs), RunError(str(exc), transient=True))
         plan = plan_reads(refs, backend)
         found: dict[str, ApiRun | RunError] = {}
         for ref in plan.unlocatable:
@@ -437,11 +506,14 @@ class LangSmith:
         return [pair for pairs in results for pair in pairs]
 
     async def create_examples(self, dataset_id: str, examples: Sequence[Mapping[str, Any]]) -> None:
-        """`examples` carry reference_outputs (the SDK deprecates `outputs` on creation)."""
+        """`examples` carry reference_outputs (the SDK deprecates `outputs` on creation). The SDK
+        picks its path from `client.info` (multipart when `dataset_examples_multipart_enabled`)."""
+        await self.call(self.require_info)
         await self.call(self.client.create_examples, dataset_id=dataset_id, examples=[dict(e) for e in examples])
 
     async def update_examples(self, dataset_id: str, updates: Sequence[Mapping[str, Any]]) -> None:
         """Each update carries the example's whole metadata: LangSmith replaces it on update."""
+        await self.call(self.require_info)
         await self.call(self.client.update_examples, dataset_id=dataset_id, updates=[dict(u) for u in updates])
 
     # --- annotation queues ----------------------------------------------------------------

@@ -19,11 +19,15 @@ TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 class RunError(Exception):
     """One run (or one batch of runs) could not be processed. `reason` is safe to store."""
 
-    def __init__(self, reason: str, *, transient: bool, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, *, transient: bool, retry_after: float | None = None,
+                 splittable: bool = True) -> None:
         super().__init__(reason)
         self.reason = redact(reason)
         self.transient = transient
         self.retry_after = retry_after
+        # False when the refusal is not any item's fault (e.g. the endpoint itself is missing):
+        # splitting the batch to find the items at fault would only repeat it.
+        self.splittable = splittable
 
 
 class LangSmithUnavailable(Exception):

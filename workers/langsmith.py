@@ -29,10 +29,11 @@ import httpx2
 import orjson
 import redis
 import requests
-from langsmith import AsyncLangsmith, Client
+from langsmith import AsyncLangsmith, Client, NotFoundError
 from langsmith import utils as ls_utils
 from langsmith.schemas import LangSmithInfo
 from langsmith.types.run_select_field import RunSelectField
+from packaging.version import InvalidVersion, Version
 
 from lswh_core import times
 from lswh_core.settings import Settings
@@ -57,6 +58,8 @@ EXAMPLES_CHUNK = 100  # ids per GET /examples (URL length)
 ANNOTATION_QUEUE_PAGE = 100
 # The v2 query filters on start_time; LangSmith stores microseconds, deliveries may round.
 WINDOW_SLACK = dt.timedelta(seconds=1)
+# SDK client.py `Client.annotation_queues`: "The items endpoints landed in backend 0.16.14".
+QUEUE_ITEMS_VERSION = "0.16.14"
 RULES_PAGE = 100  # GET /api/v2/runs/rules pages at most 100 rules
 MATCH_PAGE = 100  # locators per page of a rule's matching runs (small rows; keeps each answer quick)
 # What a backfilled run needs in its synthetic delivery: the job path reads the rest in bulk.
@@ -240,7 +243,7 @@ async def split_on_refusal(items: Sequence[T], call: Callable[[Sequence[T]], Awa
         return [(items, await call(items))]
     except Exception as exc:
         error = classify(exc, doing)
-        if error.transient or len(items) == 1:
+        if error.transient or not error.splittable or len(items) == 1:
             return [(items, error)]
     middle = len(items) // 2
     first, second = await asyncio.gather(split_on_refusal(items[:middle], call, doing),
@@ -253,6 +256,23 @@ def _raise_transient(response: requests.Response, *args: Any, **kwargs: Any) -> 
     retry loop could sleep on it (it sleeps a Retry-After, or 30 s without one, on a 429)."""
     if response.status_code in TRANSIENT_STATUSES:
         raise LangSmithUnavailable(response.status_code, parse_retry_after(response.headers.get("Retry-After")))
+
+
+def queue_items_missing(version: str | None) -> str:
+    """Why a 404 from the annotation-queue items endpoint fails the run, from the version `/info`
+    reported: a server older than 0.16.14 has no such endpoint (a misleading "not found" otherwise)."""
+    try:
+        known = Version(str(version)) if version else None
+    except InvalidVersion:
+        known = None
+    if known is not None and known < Version(QUEUE_ITEMS_VERSION):
+        return (f"LangSmith {version} has no annotation-queue items endpoint: it landed in backend "
+                f"{QUEUE_ITEMS_VERSION}; upgrade the server, or remove the annotation_queue action")
+    if known is not None:
+        return "annotation queue not found in LangSmith (its items endpoint answered 404)"
+    reported = f"reports version {version!r}" if version else "reports no version"
+    return (f"the annotation queue's items endpoint answered 404: the queue is gone, or the server is older than "
+            f"{QUEUE_ITEMS_VERSION}, the backend version the items endpoints landed in (this one {reported})")
 
 
 def openapi_base_url(api_url: str) -> str:
@@ -533,7 +553,12 @@ class LangSmith:
         (`annotation_queues.items.create`, POST /api/v1/platform/annotation-queues/{id}/items),
         never the deprecated `add_runs_to_annotation_queue`. LangSmith does not de-duplicate
         items: the caller records what it added (workers/actions/annotation_queue.py)."""
-        await self.v2().annotation_queues.items.create(queue_id, items=[dict(i) for i in items])  # type: ignore[misc]
+        try:
+            await self.v2().annotation_queues.items.create(queue_id, items=[dict(i) for i in items])  # type: ignore[misc]
+        except NotFoundError as exc:
+            info = self.known_info()
+            raise RunError(queue_items_missing(info.version if info else None), transient=False,
+                           splittable=False) from exc
 
     def check_key(self) -> None:
         """Raises the SDK's auth error when LangSmith rejects the key."""

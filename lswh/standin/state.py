@@ -49,7 +49,10 @@ def rfc3339_or_none(value: Any) -> datetime | None:
     5.6 `date-time`, whose offset is required); None for anything else, a time without an offset
     included. The SDK's generated client marks these fields `PropertyInfo(format="iso8601")`
     (types/annotation_queues/item_create_params.py `start_time`, types/run_query_v2_params.py
-    `min_start_time`/`max_start_time`), the mark its generator gives a schema's date-time."""
+    `min_start_time`/`max_start_time`, whose docstring says "(RFC3339)"), the mark its generator
+    gives a schema's date-time. Whether
+    LangSmith itself refuses a time without an offset is not documented: the stand-in is as strict
+    as the schema reads, so a client that relies on leniency fails here first."""
     if not isinstance(value, str) or "T" not in value.upper():
         return None
     try:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support.procs import RedisServer, free_port, lswh, wait_until
@@ -50,13 +51,18 @@ def status_text(env: dict[str, str]) -> str:
     return proc.output()
 
 
-def gauge(port: int) -> float:
-    import httpx
-
-    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines():
-        if line.startswith("lswh_langsmith_info_waiting "):
+def sample(url: str, name: str) -> float:
+    """A sample's value from a /metrics page (`name` with its labels, as exported)."""
+    response = httpx.get(url, timeout=10)
+    assert response.status_code == 200  # the process answers: alive to a liveness check
+    for line in response.text.splitlines():
+        if line.startswith(f"{name} "):
             return float(line.split()[1])
-    raise AssertionError("lswh_langsmith_info_waiting is not exported")
+    raise AssertionError(f"{name} is not exported at {url}")
+
+
+def gauge(port: int) -> float:
+    return sample(f"http://127.0.0.1:{port}/metrics", "lswh_langsmith_info_waiting")
 
 
 def test_a_worker_whose_info_fails_waits_then_reads_the_right_backend(redis_server: RedisServer,
@@ -71,6 +77,7 @@ def test_a_worker_whose_info_fails_waits_then_reads_the_right_backend(redis_serv
         assert response.status_code == 202, response.text
         wait_until(lambda: WAITING in status_text(stack.env), timeout=60, interval=1, what="the worker to wait")
         assert gauge(metrics_port) == 1
+        assert sample(f"{stack.url}/metrics", 'lswh_workers{state="waiting_info"}') == 1
         time.sleep(6)  # more than one more attempt at /info
         sent = requests(standin)
         # Nothing read or written with a guessed server: no run query of either kind, no example.

@@ -143,3 +143,15 @@ def test_smithdb_only_with_an_empty_version_reads_v2(smithdb_only: StandIn) -> N
     langsmith = door(smithdb_only)
     assert langsmith.refresh_info().version == ""
     assert langsmith.backend() is QueryBackend.V2_ONLY
+
+
+def test_a_burst_worker_with_nothing_to_do_leaves_while_info_fails(redis_server: RedisServer,
+                                                                   smithdb_only: StandIn) -> None:
+    smithdb_only.fail_info(1_000_000)
+    stack = Pipeline(redis_server, smithdb_only, db=DB, workers=0)
+    worker = lswh("worker", "--burst", env=stack.env, name="worker-burst")
+    try:
+        assert worker.popen.wait(timeout=60) == 0, worker.output()  # not waiting forever for /info
+    finally:
+        worker.stop()
+        stack.stop()

@@ -64,12 +64,15 @@ class PipelineWorker(SimpleWorker):
     # The settings when LSWH_RECONCILE_EVERY is set: each maintenance tick then offers its period's pass.
     reconcile_settings: Settings | None = None
 
+    # `lswh worker` takes no job before LangSmith's /info is read (on for it in `main`; a worker
+    # made for other jobs, e.g. RQ's own tests of these seams, needs no LangSmith).
+    needs_info: bool = False
     # time.monotonic() of the last periodic /info read tried (a failed one is not retried every tick).
     _info_tried: float = 0.0
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None,
                                      max_idle_time: int | None = None) -> tuple[Job, RQQueue] | None:
-        if not self._await_info():
+        if self.needs_info and not self._await_info():
             return None
         if not self.drain:
             return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
@@ -110,6 +113,8 @@ class PipelineWorker(SimpleWorker):
         metrics.set_info_waiting(True)
         try:
             while not self._stop_requested:
+                if self.drain and self._nothing_left():
+                    return False  # `--burst` with nothing left to do leaves, /info or not
                 try:
                     info = langsmith.refresh_info()
                 except InfoUnknown as exc:
@@ -125,6 +130,12 @@ class PipelineWorker(SimpleWorker):
             return False
         finally:
             metrics.set_info_waiting(False)
+
+    def _nothing_left(self) -> bool:
+        try:
+            return _idle(self.queues[0])
+        except REDIS_ERRORS:
+            return False
 
     def _pause_waiting(self, seconds: float) -> None:
         """Heartbeat and maintenance go on while waiting: the worker stays alive to `lswh status`,
@@ -268,5 +279,6 @@ def main(burst: bool = False) -> int:
     # RQ's burst stops at an empty queue; ours also waits out scheduled retries and jobs other
     # workers are running (SPEC: --burst), as one worker that stays registered throughout.
     worker.drain = burst
+    worker.needs_info = True
     worker.work(with_scheduler=True, logging_level="INFO")
     return 0

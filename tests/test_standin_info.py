@@ -11,6 +11,7 @@ import pytest
 from langsmith import Client
 from langsmith._internal._v2_migration_utils import QueryBackend, get_query_backend
 
+from tests.support.procs import free_port, python_module
 from tests.support.stack import StandIn, fresh_key
 
 
@@ -100,3 +101,17 @@ def test_a_v2_query_window_without_a_timezone_is_refused(fresh: StandIn, field: 
     assert refused.status_code == 422 and field in refused.json()["detail"]
     body[field] = "2024-04-05T01:28:54+00:00"
     assert fresh.http.post("/api/v2/runs/query", json=body, headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize(("args", "env", "said"), [
+    (["--info-failures", "-1"], {}, "must be 0 or more"),
+    ([], {"STANDIN_INFO_FAILURES": "x"}, "invalid int value: 'x'"),
+])
+def test_a_bad_info_failures_value_stops_the_standin_saying_why(args: list[str], env: dict[str, str],
+                                                                said: str) -> None:
+    proc = python_module("lswh.standin", "--port", str(free_port()), *args, env=env, name="standin-bad")
+    try:
+        assert proc.popen.wait(timeout=30) == 2
+        assert said in proc.output()
+    finally:
+        proc.stop()

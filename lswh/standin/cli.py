@@ -30,10 +30,12 @@ def main(argv: list[str] | None = None) -> None:
         "(no annotation-queue items)",
     )
     parser.add_argument(
-        "--info-failures", type=int, metavar="N", default=int(os.environ.get("STANDIN_INFO_FAILURES") or 0),
+        "--info-failures", type=int, metavar="N", default=os.environ.get("STANDIN_INFO_FAILURES") or "0",
         help="answer the first N GET /info with 503 (also STANDIN_INFO_FAILURES)",
     )
     args = parser.parse_args(argv)
+    if args.info_failures < 0:
+        parser.error(f"--info-failures / STANDIN_INFO_FAILURES must be 0 or more, not {args.info_failures}")
     if args.flags not in PROFILES:  # argparse checks choices on the command line, not on a default
         parser.error(f"STANDIN_FLAGS={args.flags!r}: one of {', '.join(PROFILES)}")
 

@@ -203,7 +203,8 @@ def _run(dev: Dev, *, workers: int, host: str, port: int, dashboard_port: int, s
     standin_url = None
     if not env.get("LANGSMITH_API_KEY"):
         standin_url = _start_standin(dev, env)
-        if not dev.wait_for("the LangSmith stand-in", lambda: _status(f"{standin_url}/info") == 200):
+        # The admin API, not /info: STANDIN_INFO_FAILURES must reach the workers, not this wait.
+        if not dev.wait_for("the LangSmith stand-in", lambda: _status(f"{standin_url}/_admin/info") == 200):
             return 0
 
     cli = [sys.executable, "-m", "lswh.cli"]

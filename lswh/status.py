@@ -92,6 +92,13 @@ class Account:
         return text
 
 
+def worker_state(state: str) -> str:
+    """A worker's RQ state as the operator reads it."""
+    if state == contract.WORKER_WAITING_INFO:
+        return "waiting for LangSmith /info — takes no jobs"
+    return state
+
+
 # --- reading Redis -------------------------------------------------------------------------------
 
 
@@ -139,7 +146,7 @@ def overview(connection: redis.Redis, redis_url: str) -> list[str]:
     lines.append(f"workers: {len(workers)}")
     for worker in sorted(workers, key=lambda w: w.name):
         current = worker.get_current_job_id() or "-"
-        lines.append(f"  host {worker.hostname or '?'}  {worker.get_state()}  current job {current}  "
+        lines.append(f"  host {worker.hostname or '?'}  {worker_state(worker.get_state())}  current job {current}  "
                      f"(worker {worker.name})")
     reasons = failed_reasons(connection)
     groups = group_failed(reasons)

@@ -18,6 +18,10 @@ RUN_JOB = "workers.jobs.process_run"
 
 KEY_PREFIX = "lswh:"
 
+# A worker's RQ state while LangSmith's /info cannot be read: registered and heartbeating (alive),
+# taking no jobs (workers/worker.py); `lswh status` and lswh_workers{state=...} show it.
+WORKER_WAITING_INFO = "waiting_info"
+
 # Finished jobs stay visible in the dashboard for a day, then expire.
 FINISHED_JOB_TTL = 86_400
 

@@ -27,7 +27,7 @@ RUN_OUTCOMES = ("written", "updated", "unchanged", "skipped", "failed")
 # Why a run failed, as the job path classifies it; anything else is counted as "other".
 REASON_CLASSES = ("permanent", "transient", "transform", "not_found", "invalid", "other")
 SERVICES = ("langsmith", "s3")
-WORKER_STATES = ("idle", "busy", "suspended", "started")
+WORKER_STATES = ("idle", "busy", "suspended", "started", "waiting_info")
 
 
 @dataclass(frozen=True)
@@ -81,11 +81,14 @@ SLICE_RUNS = Metric("lswh_slice_runs", "histogram", "Runs per processed slice.",
 RUNS_LOST = Metric("lswh_runs_lost_total", "counter",
                    "Runs reconciliation found matched by a rule but never delivered.", ("rule_id",))
 
+LANGSMITH_INFO_WAITING = Metric("lswh_langsmith_info_waiting", "gauge",
+                                "1 while this worker waits for LangSmith's /info and takes no jobs, else 0.")
+
 INGRESS_METRICS = (DELIVERIES, RUNS_RECEIVED, REQUEST_SECONDS, BODY_SIZE)
 QUEUE_METRICS = (QUEUE_DEPTH, QUEUE_OLDEST_AGE, JOBS_SCHEDULED, JOBS_STARTED, JOBS_FAILED, WORKERS,
                  RECONCILE_LAST_SUCCESS, REDIS_UP)
 WORKER_METRICS = (RUNS, UPSTREAM_REQUESTS, UPSTREAM_SECONDS, RATE_LIMITED, BUDGET_WAIT, SLICE_SECONDS, SLICE_RUNS,
-                  RUNS_LOST)
+                  RUNS_LOST, LANGSMITH_INFO_WAITING)
 ALL = INGRESS_METRICS + QUEUE_METRICS + WORKER_METRICS
 
 # A label value never allowed: these would leak or explode (SPEC: no secret, URL or run id).

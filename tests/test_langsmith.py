@@ -13,17 +13,6 @@ P1, P2 = "6a3be6a2-9a8c-4fc8-b4c6-a8983b286cc5", "11111111-2222-3333-4444-555555
 T = "2024-04-05T01:28:54.734491+00:00"
 
 
-def test_backend_follows_the_sdks_reading_of_instance_flags() -> None:
-    # langsmith/_internal/_v2_migration_utils.py get_query_backend
-    assert QueryBackend.of({}, "0.16.20") is QueryBackend.V1_ONLY
-    assert QueryBackend.of({"ch_query_enabled": True, "sdb_query_enabled": True}, "0.16.20") is QueryBackend.BOTH
-    assert QueryBackend.of({"ch_query_enabled": False, "sdb_query_enabled": True}, "0.16.20") is QueryBackend.V2_ONLY
-
-
-def test_server_older_than_0_16_has_no_v2_query() -> None:
-    assert QueryBackend.of({"sdb_query_enabled": True}, "0.15.9") is QueryBackend.V1_ONLY
-
-
 def test_locatable_runs_go_to_v2_grouped_by_project() -> None:
     refs = [RunRef("a", P1, T), RunRef("b", P2, T), RunRef("c", P1, T)]
     plan = plan_reads(refs, QueryBackend.BOTH)

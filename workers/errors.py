@@ -19,11 +19,15 @@ TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 class RunError(Exception):
     """One run (or one batch of runs) could not be processed. `reason` is safe to store."""
 
-    def __init__(self, reason: str, *, transient: bool, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, *, transient: bool, retry_after: float | None = None,
+                 splittable: bool = True) -> None:
         super().__init__(reason)
         self.reason = redact(reason)
         self.transient = transient
         self.retry_after = retry_after
+        # False when the refusal is not any item's fault (e.g. the endpoint itself is missing):
+        # splitting the batch to find the items at fault would only repeat it.
+        self.splittable = splittable
 
 
 class LangSmithUnavailable(Exception):
@@ -34,6 +38,18 @@ class LangSmithUnavailable(Exception):
         super().__init__(f"LangSmith answered {status}")
         self.status = status
         self.retry_after = retry_after
+
+
+class InfoUnknown(Exception):
+    """LangSmith's `/info` has not been read: what depends on it (the query backend, the examples
+    path) waits for it (transient) instead of guessing the server (workers/langsmith.py)."""
+
+    def __init__(self, cause: BaseException | None = None) -> None:
+        why = ""
+        if cause is not None:
+            first = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else ""
+            why = f" ({type(cause).__name__}{': ' + first if first else ''})"
+        super().__init__(f"LangSmith /info could not be read{why}; waiting for it rather than guessing the server")
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -86,6 +102,8 @@ def classify(exc: BaseException, doing: str) -> RunError:
     if isinstance(exc, RunError):
         return exc
     chain = _causes(exc)
+    if isinstance(exc, InfoUnknown):
+        return RunError(f"{doing}: {exc}", transient=True)
     for cause in chain:
         if isinstance(cause, LangSmithUnavailable):
             return RunError(f"{doing}: LangSmith answered {cause.status}", transient=True,

@@ -6,6 +6,12 @@ runs query. Both send through workers/langsmith_http.py, so both draw from the s
 budget and neither retries or sleeps on its own. Both are built in workers/langsmith_clients.py,
 from one config (endpoint, key, workspace, proxy, CA bundle). Nothing here calls a deprecated SDK method:
 `read_run`/`list_runs` (removed after 2027-01-31) are replaced by bulk queries.
+
+`/info` is read here, never guessed: the SDK's `Client.info` turns one failed read into an empty
+`LangSmithInfo` for the client's life (client.py, `except BaseException`), and from that empty
+answer the SDK and we would decide "v1 only" and the legacy `/examples/bulk` path. `refresh_info`
+reads it through the budgeted session and hands the answer to a new SDK client (`info=`), so the
+SDK never reads it itself; until one read succeeds, nothing that depends on it runs.
 """
 
 from __future__ import annotations
@@ -13,18 +19,23 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import enum
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
 import redis
-from langsmith import AsyncLangsmith
+from langsmith import AsyncLangsmith, Client, NotFoundError
 from langsmith import utils as ls_utils
+from langsmith.schemas import LangSmithInfo
 from langsmith.types.run_select_field import RunSelectField
+from packaging.version import InvalidVersion, Version
 
+from lswh_core import times
 from lswh_core.settings import Settings
-from workers.errors import RunError, classify
+from workers.errors import InfoUnknown, RunError, classify
 from workers.langsmith_clients import ClientConfig, build_client, build_v2
 from workers.langsmith_http import Budget, BudgetedAdapter, Recorder, RouteOf
 
@@ -38,7 +49,8 @@ EXAMPLES_CHUNK = 100  # ids per GET /examples (URL length)
 ANNOTATION_QUEUE_PAGE = 100
 # The v2 query filters on start_time; LangSmith stores microseconds, deliveries may round.
 WINDOW_SLACK = dt.timedelta(seconds=1)
-MIN_V2_VERSION = (0, 16, 0)  # SDK: Client.runs checks _check_backend_version(..., "0.16.0")
+# SDK client.py `Client.annotation_queues`: "The items endpoints landed in backend 0.16.14".
+QUEUE_ITEMS_VERSION = "0.16.14"
 RULES_PAGE = 100  # GET /api/v2/runs/rules pages at most 100 rules
 MATCH_PAGE = 100  # locators per page of a rule's matching runs (small rows; keeps each answer quick)
 # What a backfilled run needs in its synthetic delivery: the job path reads the rest in bulk.
@@ -47,29 +59,24 @@ LOCATOR_SELECTS: list[RunSelectField] = ["ID", "PROJECT_ID", "START_TIME", "TRAC
 
 class QueryBackend(enum.Enum):
     """Which run-query backends a LangSmith server has, from `/info`'s instance flags, decided
-    as the SDK does (langsmith/_internal/_v2_migration_utils.py `get_query_backend`):
-    `ch_query_enabled` defaults on when absent, `sdb_query_enabled` off."""
+    exactly as the SDK does (langsmith/_internal/_v2_migration_utils.py `get_query_backend`):
+    `ch_query_enabled` defaults on when absent, `sdb_query_enabled` off, and nothing else counts.
+    No version gate: the SDK applies none to this decision (it only warns below 0.16.0 when a v2
+    resource is used), and a SmithDB-only server that reports an empty or older version has no v1
+    runs query to fall back to. tests/test_query_backend.py runs both over one table."""
 
     V1_ONLY = "clickhouse_only"
     V2_ONLY = "smithdb_only"
     BOTH = "dual"
 
     @classmethod
-    def of(cls, flags: Mapping[str, Any] | None, version: str | None) -> QueryBackend:
+    def of(cls, flags: Mapping[str, Any] | None) -> QueryBackend:
         flags = flags or {}
         v1 = bool(flags.get("ch_query_enabled", True))
-        v2 = bool(flags.get("sdb_query_enabled", False)) and _version(version) >= MIN_V2_VERSION
+        v2 = bool(flags.get("sdb_query_enabled", False))
         if v2 and not v1:
             return cls.V2_ONLY
         return cls.BOTH if v2 else cls.V1_ONLY
-
-
-def _version(text: str | None) -> tuple[int, ...]:
-    parts = []
-    for piece in (text or "0").split(".")[:3]:
-        digits = "".join(c for c in piece if c.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
 
 
 @dataclass(frozen=True)
@@ -162,11 +169,11 @@ def _text(value: Any) -> str | None:
 
 
 def _moment(value: str) -> dt.datetime | None:
+    """A run's time with an offset (naive = UTC: lswh_core/times.py), None when it is none."""
     try:
-        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return times.parse(value)
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -227,12 +234,29 @@ async def split_on_refusal(items: Sequence[T], call: Callable[[Sequence[T]], Awa
         return [(items, await call(items))]
     except Exception as exc:
         error = classify(exc, doing)
-        if error.transient or len(items) == 1:
+        if error.transient or not error.splittable or len(items) == 1:
             return [(items, error)]
     middle = len(items) // 2
     first, second = await asyncio.gather(split_on_refusal(items[:middle], call, doing),
                                          split_on_refusal(items[middle:], call, doing))
     return first + second
+
+
+def queue_items_missing(version: str | None) -> str:
+    """Why a 404 from the annotation-queue items endpoint fails the run, from the version `/info`
+    reported: a server older than 0.16.14 has no such endpoint (a misleading "not found" otherwise)."""
+    try:
+        known = Version(str(version)) if version else None
+    except InvalidVersion:
+        known = None
+    if known is not None and known < Version(QUEUE_ITEMS_VERSION):
+        return (f"LangSmith {version} has no annotation-queue items endpoint: it landed in backend "
+                f"{QUEUE_ITEMS_VERSION}; upgrade the server, or remove the annotation_queue action")
+    if known is not None:
+        return "annotation queue not found in LangSmith (its items endpoint answered 404)"
+    reported = f"reports version {version!r}" if version else "reports no version"
+    return (f"the annotation queue's items endpoint answered 404: the queue is gone, or the server is older than "
+            f"{QUEUE_ITEMS_VERSION}, the backend version the items endpoints landed in (this one {reported})")
 
 
 class LangSmith:
@@ -249,8 +273,16 @@ class LangSmith:
         self.route_of = route_of
         self.recorder = recorder
         self.config = config
-        self.client = build_client(config, BudgetedAdapter(budget, route_of, recorder))
+        self._info: LangSmithInfo | None = None
+        self._info_read_at: float | None = None  # time.monotonic() of the last good read
+        self._info_lock = threading.Lock()
+        self.client = self._build_client(None)
         self._v2: AsyncLangsmith | None = None
+
+    def _build_client(self, info: LangSmithInfo | None) -> Client:
+        """The SDK client, given `/info` once it has been read (None: not yet; nothing that reads
+        `client.info` runs before then, see `require_info`)."""
+        return build_client(self.config, BudgetedAdapter(self.budget, self.route_of, self.recorder), info=info)
 
     @classmethod
     def for_settings(cls, settings: Settings, connection: redis.Redis, *, call: Callable[..., Awaitable[Any]],
@@ -265,9 +297,47 @@ class LangSmith:
     def api_url(self) -> str:
         return str(self.client.api_url)
 
+    # --- /info --------------------------------------------------------------------------
+
+    def read_info(self) -> LangSmithInfo:
+        """`GET /info` through the budgeted session (a 5xx is sent again twice, workers/langsmith_http.py);
+        raises when it cannot be read: never an empty answer in its place."""
+        response = self.client.request_with_retries("GET", "/info", headers={"Accept": "application/json"})
+        ls_utils.raise_for_status_with_text(response)
+        body = response.json()
+        if not isinstance(body, Mapping):
+            raise ValueError("LangSmith /info answered something other than a JSON object")
+        return LangSmithInfo(**body)
+
+    def refresh_info(self) -> LangSmithInfo:
+        """Read `/info` now; on an answer that differs from the last, the SDK client is rebuilt with it
+        (the SDK reads `client.info` for its examples path). Raises InfoUnknown when it cannot be read;
+        the last good answer, if any, stays."""
+        try:
+            info = self.read_info()
+        except Exception as exc:
+            raise InfoUnknown(exc) from exc
+        with self._info_lock:
+            if info != self._info:
+                self.client = self._build_client(info)
+                self._info = info
+            self._info_read_at = time.monotonic()
+        return info
+
+    def known_info(self) -> LangSmithInfo | None:
+        """The last `/info` read, or None when none has succeeded yet."""
+        return self._info
+
+    def info_age(self) -> float | None:
+        """Seconds since the last good `/info` read, None before the first."""
+        return None if self._info_read_at is None else time.monotonic() - self._info_read_at
+
+    def require_info(self) -> LangSmithInfo:
+        """The known `/info`, read now if none is; InfoUnknown (transient) when it cannot be."""
+        return self.known_info() or self.refresh_info()
+
     def backend(self) -> QueryBackend:
-        info = self.client.info  # GET /info once per client (the SDK caches it)
-        return QueryBackend.of(info.instance_flags, info.version)
+        return QueryBackend.of(self.require_info().instance_flags)
 
     def v2(self) -> AsyncLangsmith:
         """Made on first use, on the I/O loop (its httpx client is bound to that loop)."""
@@ -281,7 +351,10 @@ class LangSmith:
                         ) -> dict[str, ApiRun | RunError]:
         """The runs LangSmith returns, by id; a run it refuses maps to its error; a run it does
         not return is absent. Pages are at most `page_size` runs (a slice)."""
-        backend = await self.call(self.backend)
+        try:
+            backend = await self.call(self.backend)
+        except InfoUnknown as exc:  # a guessed backend would send reads where the server has none
+            return dict.fromkeys((r.id for r in refs), RunError(str(exc), transient=True))
         plan = plan_reads(refs, backend)
         found: dict[str, ApiRun | RunError] = {}
         for ref in plan.unlocatable:
@@ -348,13 +421,14 @@ class LangSmith:
         feedback-modified bounds need)."""
         source: dict[str, Any] = ({"project_ids": [rule.project_id]} if rule.project_id
                                   else {"reference_dataset_id": rule.dataset_id})
+        # RFC 3339 with an offset: the generated client sends a naive datetime without one.
+        since, until = (times.aware(t) if t is not None else None for t in (feedback_since, feedback_until))
         optional: dict[str, Any] = {
             "filter": filter if filter is not None else rule.filter, "trace_filter": rule.trace_filter,
-            "tree_filter": rule.tree_filter, "min_feedback_modified_at": feedback_since,
-            "max_feedback_modified_at": feedback_until}
+            "tree_filter": rule.tree_filter, "min_feedback_modified_at": since, "max_feedback_modified_at": until}
         query: dict[str, Any] = {**source, **{k: v for k, v in optional.items() if v is not None}}
-        pager = self.v2().runs.query_v2(min_start_time=start, max_start_time=end, selects=LOCATOR_SELECTS,
-                                        page_size=MATCH_PAGE, **query)
+        pager = self.v2().runs.query_v2(min_start_time=times.aware(start), max_start_time=times.aware(end),
+                                        selects=LOCATOR_SELECTS, page_size=MATCH_PAGE, **query)
         async for run in pager:
             yield _locator(run)
 
@@ -406,11 +480,14 @@ class LangSmith:
         return [pair for pairs in results for pair in pairs]
 
     async def create_examples(self, dataset_id: str, examples: Sequence[Mapping[str, Any]]) -> None:
-        """`examples` carry reference_outputs (the SDK deprecates `outputs` on creation)."""
+        """`examples` carry reference_outputs (the SDK deprecates `outputs` on creation). The SDK
+        picks its path from `client.info` (multipart when `dataset_examples_multipart_enabled`)."""
+        await self.call(self.require_info)
         await self.call(self.client.create_examples, dataset_id=dataset_id, examples=[dict(e) for e in examples])
 
     async def update_examples(self, dataset_id: str, updates: Sequence[Mapping[str, Any]]) -> None:
         """Each update carries the example's whole metadata: LangSmith replaces it on update."""
+        await self.call(self.require_info)
         await self.call(self.client.update_examples, dataset_id=dataset_id, updates=[dict(u) for u in updates])
 
     # --- annotation queues ----------------------------------------------------------------
@@ -430,7 +507,12 @@ class LangSmith:
         (`annotation_queues.items.create`, POST /api/v1/platform/annotation-queues/{id}/items),
         never the deprecated `add_runs_to_annotation_queue`. LangSmith does not de-duplicate
         items: the caller records what it added (workers/actions/annotation_queue.py)."""
-        await self.v2().annotation_queues.items.create(queue_id, items=[dict(i) for i in items])  # type: ignore[misc]
+        try:
+            await self.v2().annotation_queues.items.create(queue_id, items=[dict(i) for i in items])  # type: ignore[misc]
+        except NotFoundError as exc:
+            info = self.known_info()
+            raise RunError(queue_items_missing(info.version if info else None), transient=False,
+                           splittable=False) from exc
 
     def check_key(self) -> None:
         """Raises the SDK's auth error when LangSmith rejects the key."""

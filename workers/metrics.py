@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from lswh_core import metrics as m
 from lswh_core.masks import mask
@@ -39,6 +39,7 @@ BUDGET_WAIT = _histogram(m.BUDGET_WAIT)
 SLICE_SECONDS = _histogram(m.SLICE_SECONDS)
 SLICE_RUNS = _histogram(m.SLICE_RUNS)
 RUNS_LOST = _counter(m.RUNS_LOST)
+INFO_WAITING = Gauge(m.LANGSMITH_INFO_WAITING.name, m.LANGSMITH_INFO_WAITING.help, registry=REGISTRY)
 
 # Every outcome exists from the start at 0, so rate() sees the first one and dashboards show 0,
 # not "no data".
@@ -106,6 +107,11 @@ def observe_slice(seconds: float, runs: int) -> None:
 def count_lost(rule_id: str, n: int = 1) -> None:
     """Runs reconciliation found missing, per rule (a deployment's rules are few: see the spec)."""
     RUNS_LOST.labels(rule_id).inc(n)
+
+
+def set_info_waiting(waiting: bool) -> None:
+    """Whether this worker waits for LangSmith's /info (and so takes no jobs)."""
+    INFO_WAITING.set(1 if waiting else 0)
 
 
 def bounded_route(route: str) -> str:

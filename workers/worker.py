@@ -12,6 +12,13 @@ HEARTBEAT_TTL_SECONDS, some worker looks every MAINTENANCE_SECONDS, and the retr
 RQ's scheduler, whose lock a dead worker holds for up to 61 s: recovered in about 70 s
 (tests/test_reliability.py measures it). A heartbeat lost for longer than the TTL (Redis
 unreachable) may run a job twice; example writes are idempotent, so that costs time only.
+
+Before its first job a worker reads LangSmith's `/info` (the query backend and the examples path
+depend on it). While it cannot, the worker takes no jobs: it stays registered with state
+`waiting_info`, keeps its heartbeat and maintenance (it is waiting, not dead: nothing should
+restart it), asks again every INFO_RETRY_SECONDS and says so in the log once a minute. Once
+running, it reads `/info` again every INFO_REFRESH_SECONDS: an upgraded self-hosted server changes
+its flags.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import logging
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import redis
 from langsmith import utils as ls_utils
@@ -33,6 +41,9 @@ from lswh_core.logs import log_context, setup_logging
 from lswh_core.redis import sync_redis
 from lswh_core.settings import Settings, SettingsError
 
+if TYPE_CHECKING:
+    from workers.langsmith import LangSmith
+
 log = logging.getLogger("lswh.worker")
 
 HEARTBEAT_SECONDS = 5
@@ -41,6 +52,9 @@ DRAIN_POLL_SECONDS = 1
 HEARTBEAT_TTL_SECONDS = 20  # four missed beats: the worker is gone
 MAINTENANCE_SECONDS = 10  # how often each worker offers to look for abandoned jobs (one does)
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+INFO_RETRY_SECONDS = 5  # a waiting worker asks /info this often (each ask retries 5xx twice)
+INFO_LOG_SECONDS = 60  # a waiting worker says so this often
+INFO_REFRESH_SECONDS = 600  # a running worker reads /info again this often
 
 
 class PipelineWorker(SimpleWorker):
@@ -50,8 +64,16 @@ class PipelineWorker(SimpleWorker):
     # The settings when LSWH_RECONCILE_EVERY is set: each maintenance tick then offers its period's pass.
     reconcile_settings: Settings | None = None
 
+    # `lswh worker` takes no job before LangSmith's /info is read (on for it in `main`; a worker
+    # made for other jobs, e.g. RQ's own tests of these seams, needs no LangSmith).
+    needs_info: bool = False
+    # time.monotonic() of the last periodic /info read tried (a failed one is not retried every tick).
+    _info_tried: float = 0.0
+
     def dequeue_job_and_maintain_ttl(self, timeout: int | None,
                                      max_idle_time: int | None = None) -> tuple[Job, RQQueue] | None:
+        if self.needs_info and not self._await_info():
+            return None
         if not self.drain:
             return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
         while not self._stop_requested:
@@ -62,6 +84,71 @@ class PipelineWorker(SimpleWorker):
             if found is not None or _idle(self.queues[0]):
                 return found
         return None
+
+    def _await_info(self) -> bool:
+        """True once `/info` is known (re-read when due); False if asked to stop while waiting."""
+        from workers.errors import InfoUnknown
+        from workers.runtime import get_runtime
+
+        langsmith = get_runtime().langsmith
+        age = langsmith.info_age()
+        if age is not None:
+            if age >= INFO_REFRESH_SECONDS and time.monotonic() - self._info_tried >= INFO_REFRESH_SECONDS / 10:
+                self._info_tried = time.monotonic()
+                try:
+                    langsmith.refresh_info()
+                except InfoUnknown as exc:  # the answer read before stays: it was read, not guessed
+                    log.warning("%s; keeping the answer read %.0f s ago", exc, age)
+            return True
+        return self._wait_for_info(langsmith)
+
+    def _wait_for_info(self, langsmith: LangSmith) -> bool:
+        from workers import metrics
+        from workers.errors import InfoUnknown
+        from workers.langsmith import QueryBackend
+
+        started = time.monotonic()
+        said = -float(INFO_LOG_SECONDS)
+        self.set_state(contract.WORKER_WAITING_INFO)
+        metrics.set_info_waiting(True)
+        try:
+            while not self._stop_requested:
+                if self.drain and self._nothing_left():
+                    return False  # `--burst` with nothing left to do leaves, /info or not
+                try:
+                    info = langsmith.refresh_info()
+                except InfoUnknown as exc:
+                    waited = time.monotonic() - started
+                    if waited - said >= INFO_LOG_SECONDS:
+                        said = waited
+                        log.warning("waiting for LangSmith /info, taking no jobs (%.0f s so far): %s", waited, exc)
+                else:
+                    log.info("LangSmith /info read: version %r, run queries %s; taking jobs",
+                             info.version, QueryBackend.of(info.instance_flags).value)
+                    return True
+                self._pause_waiting(INFO_RETRY_SECONDS)
+            return False
+        finally:
+            metrics.set_info_waiting(False)
+
+    def _nothing_left(self) -> bool:
+        try:
+            return _idle(self.queues[0])
+        except REDIS_ERRORS:
+            return False
+
+    def _pause_waiting(self, seconds: float) -> None:
+        """Heartbeat and maintenance go on while waiting: the worker stays alive to `lswh status`,
+        liveness checks and the other workers (its abandoned-job checks keep running)."""
+        try:
+            self.heartbeat()
+            if self.should_run_maintenance_tasks:
+                self.run_maintenance_tasks()
+        except REDIS_ERRORS:
+            log.warning("Redis unreachable while waiting for LangSmith /info; trying again")
+        deadline = time.monotonic() + seconds
+        while not self._stop_requested and time.monotonic() < deadline:
+            time.sleep(0.2)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # SimpleWorker would use the whole job timeout (+60 s), RQ's base rule the monitoring
@@ -224,5 +311,6 @@ def main(burst: bool = False) -> int:
     # RQ's burst stops at an empty queue; ours also waits out scheduled retries and jobs other
     # workers are running (SPEC: --burst), as one worker that stays registered throughout.
     worker.drain = burst
+    worker.needs_info = True
     worker.work(with_scheduler=True, logging_level="INFO")
     return 0

@@ -161,16 +161,26 @@ async def set_limits(request: Request, state: State) -> Response:
 
 
 async def read_info(request: Request, state: State) -> Response:
-    return JSONResponse({"profile": state.profile.name, "profiles": list(PROFILES)})
+    return JSONResponse({"profile": state.profile.name, "profiles": list(PROFILES), "fail": state.info_failures})
 
 
 async def set_info(request: Request, state: State) -> Response:
+    """`{"profile": name}` switches what `/info` reports; `{"fail": N}` makes the next N `GET /info`
+    answer 503 (either or both)."""
     body = await json_body(request)
-    name = body.get("profile") if isinstance(body, dict) else None
-    if name not in PROFILES:
-        raise BadRequest(f'body must be {{"profile": one of {", ".join(PROFILES)}}}')
-    state.profile = PROFILES[str(name)]
-    return JSONResponse({"profile": state.profile.name})
+    usage = f'body must be {{"profile": one of {", ".join(PROFILES)}}} and/or {{"fail": <int >= 0>}}'
+    if not isinstance(body, dict) or not ({"profile", "fail"} & set(body)):
+        raise BadRequest(usage)
+    name, fail = body.get("profile"), body.get("fail")
+    if "profile" in body and name not in PROFILES:
+        raise BadRequest(usage)
+    if "fail" in body and (not isinstance(fail, int) or isinstance(fail, bool) or fail < 0):
+        raise BadRequest(usage)
+    if "profile" in body:
+        state.profile = PROFILES[str(name)]
+    if "fail" in body:
+        state.info_failures = int(str(fail))
+    return JSONResponse({"profile": state.profile.name, "fail": state.info_failures})
 
 
 def _parse_fault(spec: Any) -> Fault:

@@ -23,15 +23,18 @@ def create_app(
     limits: bool = True,
     flags: str | Profile = "cloud",
     require_header: str | None = None,
+    info_failures: int = 0,
 ) -> Starlette:
     """The stand-in app. API keys: any starting with `lsv2-standin`, each its own rate-limit bucket;
     `lsv2-standin-org...` keys are organization-scoped (lswh/standin/tenants.py).
-    `limits=False` lifts LangSmith Cloud's rate limits; `flags` picks the `/info` profile."""
+    `limits=False` lifts LangSmith Cloud's rate limits; `flags` picks the `/info` profile;
+    `info_failures` makes the first N `GET /info` answer 503."""
     state = State(
         startup_latency_ms=latency_ms,
         startup_limits=limits,
         startup_profile=flags if isinstance(flags, Profile) else profile(flags),
         latency_ms=latency_ms,
+        info_failures=max(0, info_failures),
     )
     if preload_fixture:
         run = admin.fixture_run()
@@ -104,4 +107,5 @@ def app_from_env() -> Starlette:
         limits=not env_flag("STANDIN_NO_LIMITS"),
         flags=os.environ.get("STANDIN_FLAGS") or "cloud",
         require_header=os.environ.get("STANDIN_REQUIRE_HEADER") or None,
+        info_failures=int(os.environ.get("STANDIN_INFO_FAILURES") or 0),
     )

@@ -26,7 +26,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--flags", choices=list(PROFILES), default=os.environ.get("STANDIN_FLAGS") or "cloud",
         help="which server /info describes (also STANDIN_FLAGS): cloud = v2 and v1 run reads, "
-        "v1-only = a server before v2 (< 0.16), v2-only = SmithDB only (no v1 run reads)",
+        "v1-only = a server before v2 (< 0.16), v2-only = SmithDB only (no v1 run reads), "
+        "v2-only-unversioned = the same with an empty version, v2-only-old = SmithDB only at 0.16.9 "
+        "(no annotation-queue items)",
+    )
+    parser.add_argument(
+        "--info-failures", type=int, metavar="N", default=os.environ.get("STANDIN_INFO_FAILURES") or "0",
+        help="answer the first N GET /info with 503 (also STANDIN_INFO_FAILURES)",
     )
     parser.add_argument(
         "--require-header", default=os.environ.get("STANDIN_REQUIRE_HEADER") or None, metavar="NAME:VALUE",
@@ -36,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate (tests of CA bundles)")
     parser.add_argument("--ssl-keyfile", default=None, help="the certificate's private key")
     args = parser.parse_args(argv)
+    if args.info_failures < 0:
+        parser.error(f"--info-failures / STANDIN_INFO_FAILURES must be 0 or more, not {args.info_failures}")
     if args.flags not in PROFILES:  # argparse checks choices on the command line, not on a default
         parser.error(f"STANDIN_FLAGS={args.flags!r}: one of {', '.join(PROFILES)}")
 
@@ -48,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     standin = create_app(
         latency_ms=args.latency_ms, preload_fixture=args.preload_fixture, limits=not args.no_limits, flags=args.flags,
         require_header=args.require_header,
+        info_failures=args.info_failures,
     )
     uvicorn.run(standin, host=args.host, port=args.port, access_log=False, log_level="warning",
                 ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)

@@ -33,6 +33,13 @@ def page(items: list[dict[str, Any]], request: Request) -> list[dict[str, Any]]:
 
 
 async def info(request: Request, state: State) -> Response:
+    """The profile's `/info`; while `info_failures` lasts, 503 instead: a server restarting or behind a
+    load balancer without a healthy backend. The SDK's `Client.info` then caches an empty
+    `LangSmithInfo` for the client's life (client.py, `except BaseException`), which is what a
+    worker must not do (issue 16)."""
+    if state.info_failures > 0:
+        state.info_failures -= 1
+        return detail(503, "Service Unavailable")
     return JSONResponse(state.profile.info())
 
 

@@ -26,6 +26,13 @@ Profiles (`--flags`, `STANDIN_FLAGS`, `POST /_admin/info`):
   Version 0.18.0, the highest minimum the pinned SDK checks, so no resource warns.
 - `v1-only`: a self-hosted server older than 0.16.0: ClickHouse only, no `/api/v2` routes.
 - `v2-only`: a SmithDB-only server: v2 reads only; v1 `GET /runs/{id}` and `POST /runs/query` answer 404.
+- `v2-only-unversioned`: the same server reporting an empty `version` (a build that does not stamp
+  one). The SDK still reads it SMITHDB_ONLY (`get_query_backend` reads only the flags) and skips its
+  version checks (`_check_backend_version` returns on an empty version).
+- `v2-only-old`: a SmithDB-only server at 0.16.9: the v2 methods (from 0.16.0) but not the
+  annotation-queue items resource, which "landed in backend 0.16.14" (client.py
+  `Client.annotation_queues`): `POST`/`GET /api/v1/platform/annotation-queues/{id}/items` answer 404
+  as any unknown route does; the queue listing, older, is there.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ class Profile:
     instance_flags: dict[str, Any] = field(default_factory=dict)
     v1_runs: bool = True
     v2_api: bool = True
+    queue_items: bool = True  # the annotation-queue items resource (server >= 0.16.14)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -66,6 +74,14 @@ PROFILES: dict[str, Profile] = {
     ),
     "v2-only": Profile(
         "v2-only", "0.18.0", {**_MULTIPART, "ch_query_enabled": False, "sdb_query_enabled": True}, v1_runs=False
+    ),
+    "v2-only-unversioned": Profile(
+        "v2-only-unversioned", "", {**_MULTIPART, "ch_query_enabled": False, "sdb_query_enabled": True},
+        v1_runs=False,
+    ),
+    "v2-only-old": Profile(
+        "v2-only-old", "0.16.9", {**_MULTIPART, "ch_query_enabled": False, "sdb_query_enabled": True},
+        v1_runs=False, queue_items=False,
     ),
 }
 

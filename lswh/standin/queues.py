@@ -4,7 +4,13 @@
 "project_id" | "session_id", "start_time"}, ...]}` answers `{"items": [...]}`; a RUN item needs
 `run_id`, a THREAD item `thread_id` and `project_id` (its docstring). `GET` on the same path lists
 them, cursor-paged (`AsyncItemsCursorGetPagination`, page size at most 100). The endpoints came with
-server 0.16.14 (`Client.annotation_queues` checks that version), so the older profile has none.
+server 0.16.14 (`Client.annotation_queues` checks that version), so the older profiles (`v1-only`,
+`v2-only-old`) have none: 404, as for any route a server does not have.
+
+An item's `start_time` must be a date-time with an offset (422 otherwise): the API's schema types it
+`format: date-time` (RFC 3339; see `rfc3339_or_none` in state.py), and the webhook example payload's
+times have none (`"2024-04-05T01:28:54.085646"`, docs "Use webhooks"), so a client that passes them
+on unchanged is refused here as a strict server would refuse it.
 
 Adding the same run twice makes two items here: the docs promise no de-duplication, so a client
 that must not add twice has to remember what it added.
@@ -20,13 +26,23 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from lswh.standin.state import TENANT_ID, ApiError, BadRequest, State, Unprocessable, iso, json_body, uuid_or_none
+from lswh.standin.state import (
+    TENANT_ID,
+    ApiError,
+    BadRequest,
+    State,
+    Unprocessable,
+    iso,
+    json_body,
+    rfc3339_or_none,
+    uuid_or_none,
+)
 
 PAGE_DEFAULT, PAGE_MAX = 20, 100
 
 
 def _queue(state: State, queue_id: Any) -> str:
-    if not state.profile.v2_api:
+    if not state.profile.v2_api or not state.profile.queue_items:
         raise ApiError(404, "Not Found")
     found = uuid_or_none(queue_id)
     if found is None or found not in state.queues:
@@ -50,6 +66,9 @@ def _item(queue_id: str, spec: Any) -> dict[str, Any]:
             raise Unprocessable("a THREAD item needs thread_id and project_id")
     else:
         raise Unprocessable("item_type must be RUN or THREAD")
+    if spec.get("start_time") is not None and rfc3339_or_none(spec["start_time"]) is None:
+        raise Unprocessable(f"start_time: {str(spec['start_time'])[:40]!r} is not a date-time with a timezone "
+                            "(the schema's format is date-time, RFC 3339)")
     return {
         "id": str(uuid.uuid4()),
         "queue_id": queue_id,

@@ -36,6 +36,7 @@ from lswh.standin.state import (
     json_body,
     now,
     parse_time,
+    rfc3339_or_none,
     uuid_or_none,
 )
 
@@ -259,9 +260,10 @@ def _time_param(body: dict[str, Any], name: str) -> datetime | None:
     value = body.get(name)
     if value is None:
         return None
-    moment = parse_time(value)
+    # Strict, as the schema's `format: date-time` (RFC 3339) says: a time without an offset is refused.
+    moment = rfc3339_or_none(value)
     if moment is None:
-        raise Unprocessable(f"{name} must be an RFC 3339 date-time")
+        raise Unprocessable(f"{name} must be an RFC 3339 date-time with a timezone, e.g. 2024-04-05T01:28:54Z")
     return moment
 
 

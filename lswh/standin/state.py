@@ -44,6 +44,24 @@ def parse_time(value: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def rfc3339_or_none(value: Any) -> datetime | None:
+    """A time as LangSmith's API schema types it, `format: date-time` (OpenAPI: RFC 3339 section
+    5.6 `date-time`, whose offset is required); None for anything else, a time without an offset
+    included. The SDK's generated client marks these fields `PropertyInfo(format="iso8601")`
+    (types/annotation_queues/item_create_params.py `start_time`, types/run_query_v2_params.py
+    `min_start_time`/`max_start_time`, whose docstring says "(RFC3339)"), the mark its generator
+    gives a schema's date-time. Whether
+    LangSmith itself refuses a time without an offset is not documented: the stand-in is as strict
+    as the schema reads, so a client that relies on leniency fails here first."""
+    if not isinstance(value, str) or "T" not in value.upper():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
 def uuid_or_none(value: Any) -> str | None:
     try:
         return str(uuid.UUID(str(value)))
@@ -142,6 +160,8 @@ class State:
     startup_limits: bool
     startup_profile: Profile
     latency_ms: int = 0
+    # `GET /info` answers 503 this many more times (`--info-failures`, `POST /_admin/info {"fail": N}`).
+    info_failures: int = 0
     limits_enabled: bool = True
     profile: Profile = field(init=False)
     limits: dict[str, Limit] = field(default_factory=lambda: dict(CLOUD_LIMITS))
@@ -189,6 +209,7 @@ class State:
         self.limits_enabled = self.startup_limits
         self.profile = self.startup_profile
         self.latency_ms = self.startup_latency_ms
+        self.info_failures = 0
         if everything:
             self.runs.clear()
             self.feedback.clear()

@@ -30,7 +30,7 @@ class StandIn:
     `limits=False`; `flags` picks what `/info` reports (`cloud`, `v1-only`, `v2-only`)."""
 
     def __init__(self, latency_ms: int = 0, *, limits: bool = True, flags: str = "cloud",
-                 require_header: str | None = None) -> None:
+                 require_header: str | None = None, info_failures: int = 0) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = ["--host", "127.0.0.1", "--port", str(self.port), "--preload-fixture", "--flags", flags]
@@ -40,8 +40,11 @@ class StandIn:
             args.append("--no-limits")
         if require_header:
             args += ["--require-header", require_header]
+        if info_failures:
+            args += ["--info-failures", str(info_failures)]
         self.proc = python_module("lswh.standin", *args, name="standin")
-        wait_http(f"{self.url}/info", self.proc)
+        # Waiting on /info would spend the failures it was started with: the admin API is never faulted.
+        wait_http(f"{self.url}/_admin/info" if info_failures else f"{self.url}/info", self.proc)
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
     def admin(self, method: str, path: str, payload: Any = None, **params: Any) -> Any:
@@ -95,6 +98,10 @@ class StandIn:
     def use_flags(self, profile: str) -> None:
         """What `/info` reports from now on: `cloud`, `v1-only` or `v2-only`."""
         self.admin("POST", "info", {"profile": profile})
+
+    def fail_info(self, times: int) -> None:
+        """The next `times` `GET /info` answer 503."""
+        self.admin("POST", "info", {"fail": times})
 
     def race(self, examples: list[dict[str, Any]] | None = None, *, times: int = 1,
              per_list: int | None = None) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from lswh_core import contract
 from lswh_core.rules import Action
+from lswh_core.times import rfc3339
 from workers.errors import RunError, classify
 from workers.langsmith import split_on_refusal
 from workers.runtime import Runtime
@@ -30,11 +31,17 @@ ITEMS_PER_REQUEST = 100
 
 
 def queue_item(run: Mapping[str, Any]) -> dict[str, Any]:
+    """The item's `start_time` is RFC 3339 with an offset (the API's schema: `format: date-time`);
+    the webhook's may have none, and means UTC (lswh_core/times.py). One that is no time at all
+    is sent as given, so LangSmith's refusal names it and fails that run alone."""
     item: dict[str, Any] = {"item_type": "RUN", "run_id": str(run["id"])}
     if run.get("session_id"):
         item["project_id"] = str(run["session_id"])
     if run.get("start_time"):
-        item["start_time"] = str(run["start_time"])
+        try:
+            item["start_time"] = rfc3339(str(run["start_time"]))
+        except ValueError:
+            item["start_time"] = str(run["start_time"])
     return item
 
 

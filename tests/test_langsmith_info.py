@@ -12,11 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
+from lswh_core.egress import Route
 from tests.support.procs import RedisServer, free_port, lswh, wait_until
 from tests.support.stack import Pipeline, StandIn, delivery, fresh_key, fresh_run
 from workers.budget import route_of
 from workers.errors import InfoUnknown
 from workers.langsmith import LangSmith, QueryBackend
+from workers.langsmith_clients import ClientConfig
 
 WAITING = "waiting for LangSmith /info — takes no jobs"
 V1_QUERY, V2_QUERY = "POST /runs/query", "POST /api/v2/runs/query"
@@ -108,7 +110,8 @@ def door(standin: StandIn) -> LangSmith:
     async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
 
-    return LangSmith(call=call, budget=None, route_of=route_of, api_url=standin.url, api_key=fresh_key())
+    config = ClientConfig(api_url=standin.url, api_key=fresh_key(), workspace_id=None, egress=Route.to(standin.url))
+    return LangSmith(call=call, budget=None, route_of=route_of, config=config)
 
 
 def test_a_failed_info_read_is_never_an_answer(smithdb_only: StandIn) -> None:

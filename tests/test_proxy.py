@@ -131,8 +131,11 @@ def redis_text(pipeline: Pipeline) -> str:
     return "\n".join(parts)
 
 
-def test_an_unreachable_proxy_fails_runs_without_its_credentials_reaching_a_log_or_job(
+def test_an_unreachable_proxy_holds_the_jobs_without_its_credentials_reaching_a_log_or_job(
         redis_server: RedisServer, standin: StandIn) -> None:
+    """Through a dead proxy `/info` cannot be read, so the worker waits (workers/worker.py) instead of
+    failing runs on a guessed backend: the delivery stays queued, and the proxy's password is in no
+    log line and no Redis value while the worker reports why it waits."""
     dead = f"http://{CREDENTIALS[0]}:{CREDENTIALS[1]}@127.0.0.1:{free_port()}"
     pipeline = Pipeline(redis_server, standin, db=57, LSWH_RETRIES="0", LSWH_LOG_FORMAT="text",
                         **proxy_env(dead))
@@ -143,11 +146,13 @@ def test_an_unreachable_proxy_fails_runs_without_its_credentials_reaching_a_log_
         assert pipeline.post(delivery([run])).status_code == 202
         from tests.support.faults import wait_for
 
-        wait_for(lambda: bool(pipeline.failed_jobs()), 60, "the run to fail through the dead proxy",
+        wait_for(lambda: "waiting for LangSmith /info" in pipeline.workers[0].output(), 60,
+                 "the worker to say it waits for /info through the dead proxy",
                  detail=lambda: pipeline.workers[0].output()[-2000:])
         output = "\n".join(w.output() for w in pipeline.workers)
         assert CREDENTIALS[1] not in output
         assert CREDENTIALS[1] not in redis_text(pipeline)
+        assert not pipeline.failed_jobs()  # held, not failed on a guess
         assert standin.examples_by_run([run["id"]], pipeline.dataset) == {}
     finally:
         pipeline.stop()

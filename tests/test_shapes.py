@@ -7,12 +7,22 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
 from ingress.payload import parse_delivery, threads_in
 from lswh_core.contract import delivery_id_of
-from tests.support.stack import Pipeline, delivery, fresh_run
+from tests.support.procs import RedisServer
+from tests.support.stack import Pipeline, StandIn, delivery, fresh_run
+
+
+@pytest.fixture(scope="module")
+def pipeline(redis_server: RedisServer, standin: StandIn) -> Iterator[Pipeline]:
+    """Its own: the deliveries here fail on purpose, and the shared pipeline's tests count failed jobs."""
+    stack = Pipeline(redis_server, standin, db=61)
+    yield stack
+    stack.stop()
 
 
 def test_an_object_without_runs_parses_as_a_delivery() -> None:

@@ -7,7 +7,7 @@ import os
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from lswh.standin import admin, datasets, examples, feedback, queues, rules, runs, s3
+from lswh.standin import admin, datasets, examples, feedback, queues, rules, runs, s3, threads
 from lswh.standin.profiles import Profile, profile
 from lswh.standin.routing import admin as admin_route
 from lswh.standin.routing import api
@@ -82,6 +82,7 @@ def create_app(
         admin_route("/_admin/rules", admin.add_rules, ["POST"]),
         admin_route("/_admin/annotation-queues", queues.admin_add_queue, ["POST"]),
         admin_route("/_admin/annotation-queues/{queue_id}/items", queues.admin_read_items, ["GET"]),
+        admin_route("/_admin/thread-delivery", threads.admin_thread_delivery, ["POST"]),
     ]
     app = Starlette(routes=routes)
     app.state.standin = state

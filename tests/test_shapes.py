@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -70,3 +71,68 @@ def test_bodies_that_are_not_objects_or_are_malformed_are_still_400(pipeline: Pi
 def test_an_object_without_runs_still_needs_the_secret(pipeline: Pipeline) -> None:
     response = pipeline.post({"threads": []}, secret="wrong")
     assert response.status_code == 401
+
+
+# --- what the worker does with them --------------------------------------------------------------
+
+
+def failed_delivery(pipeline: Pipeline, delivery_id: str, timeout: float = 30) -> Any:
+    from tests.support.procs import wait_until
+
+    found: list[Any] = []
+
+    def failed() -> bool:
+        found[:] = [job for job in pipeline.failed_jobs() if delivery_id in job.id]
+        return bool(found)
+
+    wait_until(failed, timeout=timeout, what=f"delivery {delivery_id} in the failed registry")
+    return found[0]
+
+
+def test_an_unknown_shape_fails_at_once_as_its_own_job_naming_its_keys(pipeline: Pipeline) -> None:
+    body = {"rule_id": str(uuid.uuid4()), "kind": "digest", "items": [{"secret_value": "never logged"}]}
+    delivery_id = pipeline.post(body).json()["delivery_id"]
+    job = failed_delivery(pipeline, delivery_id)
+    text = job.latest_result().exc_string.strip()
+    assert text.endswith(f"delivery {delivery_id}: unrecognised delivery shape (top-level keys: items, kind, rule_id)")
+    assert "never logged" not in text
+    assert len(job.results()) == 1  # no retries: the same body fails the same way
+
+
+def test_malformed_threads_are_202_and_a_visible_failure(pipeline: Pipeline, standin: StandIn) -> None:
+    [rule_id] = standin.add_rules([{"project_id": str(uuid.uuid4()), "group_by": "THREAD_ID"}])
+    answer = pipeline.post({"rule_id": rule_id, "threads": "t-1"})
+    assert answer.status_code == 202 and "threads" not in answer.json()
+    job = failed_delivery(pipeline, answer.json()["delivery_id"])
+    assert "malformed threads: a str, not a list" in job.latest_result().exc_string
+
+
+def test_an_unrecognised_delivery_is_grouped_by_status_and_replayed_after_the_fix(
+        pipeline: Pipeline, standin: StandIn) -> None:
+    from tests.support.commands import run_lswh
+    from tests.support.procs import wait_until
+
+    project = str(uuid.uuid4())
+    [rule_id] = standin.add_rules([{"project_id": project}])  # not a thread rule (yet)
+    thread_id = f"t-{uuid.uuid4()}"
+    run_id = str(uuid.uuid4())
+    standin.add_runs([{"id": run_id, "session_id": project, "inputs": {"q": "hello"}, "outputs": {"a": "hi"},
+                       "extra": {"metadata": {"thread_id": thread_id}}}])
+    body = {"rule_id": rule_id, "start_time": "2026-08-01T00:00:00Z", "end_time": "2026-08-01T00:05:00Z",
+            "threads": [{"thread_id": thread_id}]}
+    delivery_id = pipeline.post(body).json()["delivery_id"]
+    job = failed_delivery(pipeline, delivery_id)
+    assert "unrecognised delivery shape (top-level keys: end_time, rule_id, start_time, threads)" in \
+        job.latest_result().exc_string
+    status = run_lswh(pipeline.env, "status")
+    assert "unrecognised delivery shape" in status.stdout, status.stdout
+
+    # The fix: LangSmith now says the rule groups by thread (an upgrade that knows a shape is alike).
+    standin.add_rules([{"id": rule_id, "project_id": project, "group_by": "THREAD_ID"}])
+    replayed = run_lswh(pipeline.env, "replay", delivery_id)
+    assert replayed.returncode == 0, replayed.stderr
+
+    def written() -> bool:
+        return any((e.get("metadata") or {}).get("thread_id") == thread_id for e in standin.examples(pipeline.dataset))
+
+    wait_until(written, timeout=60, what="the replayed thread's example")

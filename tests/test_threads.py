@@ -298,3 +298,25 @@ def test_a_trajectory_rule_and_an_unknown_thread_fail_visibly(stack: Pipeline) -
     # Retried (LangSmith may not have indexed the runs yet), then split off as a job of its own.
     wait_until(lambda: failed_with(f"thread {missing}: no root runs of thread {missing}"), timeout=90,
                what="the unknown thread's failed job")
+
+
+# --- reconciliation and backfill read group_by ---------------------------------------------------
+
+
+def test_reconciliation_skips_a_thread_rule_saying_why() -> None:
+    from workers.reconcile import pick_rules
+
+    runs_rule, thread_rule = rule(None), rule("THREAD_ID")
+    chosen, skipped = pick_rules([runs_rule, thread_rule], {runs_rule.id, thread_rule.id})
+    assert chosen == [runs_rule]
+    assert skipped == [f"rule {thread_rule.id}: matches whole threads (group_by THREAD_ID), not runs; "
+                       "thread rules are not reconciled"]
+
+
+def test_backfill_of_a_thread_rule_exits_2_with_the_reason(stack: Pipeline) -> None:
+    from tests.support.commands import run_lswh
+
+    for name in ("main", "trajectory"):
+        done = run_lswh(stack.env, "backfill", "--rule", RULES[name], "--since", "2h")
+        assert done.returncode == 2, (done.stdout, done.stderr)
+        assert "matches whole threads (group_by" in done.stderr and "cannot backfill it" in done.stderr

@@ -90,11 +90,13 @@ def failed_delivery(pipeline: Pipeline, delivery_id: str, timeout: float = 30) -
 
 
 def test_an_unknown_shape_fails_at_once_as_its_own_job_naming_its_keys(pipeline: Pipeline) -> None:
-    body = {"rule_id": str(uuid.uuid4()), "kind": "digest", "items": [{"secret_value": "never logged"}]}
+    rule_id = str(uuid.uuid4())
+    body = {"rule_id": rule_id, "kind": "digest", "items": [{"secret_value": "never logged"}]}
     delivery_id = pipeline.post(body).json()["delivery_id"]
     job = failed_delivery(pipeline, delivery_id)
     text = job.latest_result().exc_string.strip()
-    assert text.endswith(f"delivery {delivery_id}: unrecognised delivery shape (top-level keys: items, kind, rule_id)")
+    assert text.endswith(f"delivery {delivery_id}: unrecognised delivery shape (top-level keys: items, kind, rule_id)"
+                         f"; its rule's group_by could not be read: no rule {rule_id} in this LangSmith workspace")
     assert "never logged" not in text
     assert len(job.results()) == 1  # no retries: the same body fails the same way
 
@@ -136,3 +138,21 @@ def test_an_unrecognised_delivery_is_grouped_by_status_and_replayed_after_the_fi
         return any((e.get("metadata") or {}).get("thread_id") == thread_id for e in standin.examples(pipeline.dataset))
 
     wait_until(written, timeout=60, what="the replayed thread's example")
+
+
+def test_on_a_v1_only_server_a_thread_delivery_fails_saying_the_rule_cannot_be_read(redis_server: RedisServer) -> None:
+    old = StandIn(flags="v1-only")
+    stack = Pipeline(redis_server, old, db=62)
+    try:
+        rule_id = str(uuid.uuid4())
+        delivery_id = stack.post({"rule_id": rule_id, "threads": [{"thread_id": "t"}]}).json()["delivery_id"]
+        text = failed_delivery(stack, delivery_id).latest_result().exc_string
+        assert f"its rule's group_by could not be read: reading rule {rule_id} (GET /api/v2/runs/rules): not found" \
+            in text
+        # Its runs deliveries are processed as before: a rule that cannot be read is a runs rule.
+        run = fresh_run(inputs={"q": 1}, outputs={"a": 1})
+        stack.post(delivery([run], rule_id=rule_id))
+        stack.wait_examples([run["id"]])
+    finally:
+        stack.stop()
+        old.stop()

@@ -320,3 +320,34 @@ def test_backfill_of_a_thread_rule_exits_2_with_the_reason(stack: Pipeline) -> N
         done = run_lswh(stack.env, "backfill", "--rule", RULES[name], "--since", "2h")
         assert done.returncode == 2, (done.stdout, done.stderr)
         assert "matches whole threads (group_by" in done.stderr and "cannot backfill it" in done.stderr
+
+
+# --- the stand-in ---------------------------------------------------------------------------------
+
+
+def test_the_standin_finds_a_threads_root_runs_by_the_docs_filter(fresh: StandIn) -> None:
+    from tests.support.stack import fresh_key
+
+    thread_id = f"t-{uuid.uuid4()}"
+    turns = add_turns(fresh, thread_id, 2, key="conversation_id")
+    child = {"id": str(uuid.uuid4()), "trace_id": turns[0]["id"], "parent_run_id": turns[0]["id"],
+             "session_id": PROJECT, "extra": {"metadata": {"conversation_id": thread_id}}}
+    add_turns(fresh, f"t-other-{uuid.uuid4()}", 1)
+    fresh.add_runs([child])
+    answer = fresh.http.post("/api/v2/runs/query", headers={"x-api-key": fresh_key()}, json={
+        "project_ids": [PROJECT], "is_root": True, "filter": thread_filter_for([thread_id]),
+        "selects": ["ID", "THREAD_ID", "START_TIME"]})
+    assert answer.status_code == 200, answer.text
+    items = answer.json()["items"]
+    assert sorted(i["id"] for i in items) == sorted(t["id"] for t in turns)  # roots of this thread only
+    assert {i["thread_id"] for i in items} == {thread_id}
+
+
+def test_the_standin_thread_delivery_is_the_assumed_shape(fresh: StandIn) -> None:
+    [thread_rule] = fresh.add_rules([{"project_id": PROJECT, "group_by": "THREAD_ID"}])
+    body = thread_body(fresh, thread_rule, ["t1"], start_time="s", end_time="e")
+    assert body == {"rule_id": thread_rule, "start_time": "s", "end_time": "e",
+                    "threads": [{"thread_id": "t1", "project_id": PROJECT}]}
+    [runs_rule] = fresh.add_rules([{"project_id": PROJECT}])
+    refused = fresh.http.post("/_admin/thread-delivery", json={"rule_id": runs_rule, "thread_ids": ["t1"]})
+    assert refused.status_code == 400

@@ -140,14 +140,14 @@ def _plan(runtime: Runtime, delivery_id: str, delivery: dict[str, Any], rule_id:
     has_runs = isinstance(delivery.get("runs"), list)
     if has_runs and (delivery.get("lswh_source") or not rule_id):
         return None  # backfill and reconciliation never feed a thread rule; without a rule, no group_by
-    rule = None
+    rule, unread = None, None
     if isinstance(rule_id, str) and _is_uuid(rule_id):  # LangSmith's rule ids are UUIDs
         try:
-            rule = runtime.run(threads.rule_of(runtime, rule_id, fresh=not has_runs))
+            rule, unread = runtime.run(threads.rule_of(runtime, rule_id, fresh=not has_runs))
         except RunError as exc:  # transient: the job is retried
             raise DeliveryFailed(f"delivery {delivery_id}: {exc.reason}") from None
     try:
-        plan = threads.plan(delivery, rule)
+        plan = threads.plan(delivery, rule, unread)
     except threads.Refused as exc:
         raise DeliveryRefused(f"delivery {delivery_id}: {exc}") from None
     if plan is not None:
@@ -294,7 +294,7 @@ def _process_thread(delivery_id: str, thread_id: str, rule_id: str | None, proje
     runtime = get_runtime()
     ref = threads.ThreadRef(thread_id, project_id)
     try:
-        rule = runtime.run(threads.rule_of(runtime, rule_id, fresh=True)) if rule_id else None
+        rule, _ = runtime.run(threads.rule_of(runtime, rule_id, fresh=True)) if rule_id else (None, None)
     except RunError as exc:
         raise ThreadFailed(failure_text(thread_id, exc, kind="thread")) from None
     if rule is None or rule.group_by != threads.THREAD_ID:

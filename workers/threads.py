@@ -148,8 +148,9 @@ class Plan:
     runs_without_thread: list[str]
 
 
-def plan(delivery: Mapping[str, Any], rule: RuleInfo | None) -> Plan | None:
-    """None: process the delivery's runs as runs. A Plan: process it by thread. Refused: neither."""
+def plan(delivery: Mapping[str, Any], rule: RuleInfo | None, unread: str | None = None) -> Plan | None:
+    """None: process the delivery's runs as runs. A Plan: process it by thread. Refused: neither.
+    `unread`: why the rule could not be read (named in a refusal)."""
     has_runs = isinstance(delivery.get("runs"), list)
     group_by = rule.group_by if rule is not None else None
     if group_by == TRAJECTORY_ID:
@@ -159,7 +160,9 @@ def plan(delivery: Mapping[str, Any], rule: RuleInfo | None) -> Plan | None:
         if has_runs:
             return None
         reason = unrecognised(delivery)
-        if "threads" in delivery:
+        if unread is not None:
+            reason += f"; its rule's group_by could not be read: {unread}"
+        elif "threads" in delivery:
             reason += (f"; it carries threads but rule {delivery.get('rule_id')} is not a thread rule "
                        f"(group_by {group_by or 'unset'})")
         raise Refused(reason)
@@ -190,25 +193,29 @@ def shape_line(delivery: Mapping[str, Any]) -> str:
 
 # --- the rule ------------------------------------------------------------------------------------
 
-_RULES: dict[str, tuple[float, RuleInfo | None]] = {}  # per worker process: rule id -> (read at, rule)
+# Per worker process: rule id -> (read at, the rule or None, why it could not be read).
+_RULES: dict[str, tuple[float, RuleInfo | None, str | None]] = {}
 
 
-async def rule_of(runtime: Runtime, rule_id: str, *, fresh: bool) -> RuleInfo | None:
-    """The rule through the v2 rules API, or None when LangSmith has no such rule or no rules API
-    (a v1-only server: no thread rules). A transient failure raises (the job is retried)."""
+async def rule_of(runtime: Runtime, rule_id: str, *, fresh: bool) -> tuple[RuleInfo | None, str | None]:
+    """The rule through the v2 rules API; else None and why (no such rule, or no rules API: a
+    v1-only server has no thread rules). A transient failure raises (the job is retried)."""
     cached = _RULES.get(rule_id)
     if cached is not None and not fresh and time.monotonic() - cached[0] < RULE_CACHE_SECONDS:
-        return cached[1]
+        return cached[1], cached[2]
+    why = None
     try:
         found = next(iter(await runtime.langsmith.rules(ids=[rule_id])), None)
+        if found is None:
+            why = f"no rule {rule_id} in this LangSmith workspace"
     except Exception as exc:
         error = classify(exc, f"reading rule {rule_id} (GET /api/v2/runs/rules)")
         if error.transient:
             raise error from None
-        log.warning("%s: its group_by is unknown, so it is taken for a runs rule", error.reason)
-        found = None
-    _RULES[rule_id] = (time.monotonic(), found)
-    return found
+        found, why = None, error.reason
+        log.warning("%s: its group_by is unknown, so its deliveries with runs are taken for a runs rule's", why)
+    _RULES[rule_id] = (time.monotonic(), found, why)
+    return found, why
 
 
 def log_first_shape(redis: redis_py.Redis, rule_id: str, delivery: Mapping[str, Any], keep_seconds: int) -> None:

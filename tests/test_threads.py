@@ -9,19 +9,22 @@ import datetime as dt
 import textwrap
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.procs import RedisServer, wait_until
 from tests.support.stack import Pipeline, StandIn, delivery
+from workers.actions.jsonl import read_jsonl
 from workers.langsmith import Turn, thread_filter_for
 from workers.threads import Refused, ThreadRef, default_inputs, keep_longer, plan, threads_from_body
 from workers.transforms import HydratedThread, HydratedTurn, thread_to_openai
 
 TAG = uuid.uuid4().hex[:8]
 PROJECT = str(uuid.uuid4())
-RULES = {name: str(uuid.uuid4()) for name in ("main", "openai", "transform", "queue", "trajectory", "runs_rule")}
+RULES = {name: str(uuid.uuid4()) for name in ("main", "openai", "transform", "queue", "trajectory", "runs_rule",
+                                             "jsonl")}
 DS = {name: f"threads-{name}-{TAG}" for name in RULES}
 QUEUE = f"threads-review-{TAG}"
 NOW = dt.datetime.now(dt.UTC)
@@ -113,11 +116,16 @@ def queue_id(standin: StandIn) -> str:
 
 
 @pytest.fixture(scope="module")
+def jsonl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("thread-lines")
+
+
+@pytest.fixture(scope="module")
 def stack(redis_server: RedisServer, standin: StandIn, tmp_path_factory: pytest.TempPathFactory,
-          queue_id: str) -> Iterator[Pipeline]:
+          queue_id: str, jsonl_dir: Path) -> Iterator[Pipeline]:
     # group_by in lower case: the pipeline reads it case-insensitively.
     standin.add_rules([{"id": RULES[name], "project_id": PROJECT, "group_by": "thread_id"}
-                       for name in ("main", "openai", "transform", "queue", "runs_rule")])
+                       for name in ("main", "openai", "transform", "queue", "runs_rule", "jsonl")])
     standin.add_rules([{"id": RULES["trajectory"], "project_id": PROJECT, "group_by": "TRAJECTORY_ID"}])
     home = tmp_path_factory.mktemp("threads")
     (home / "thread_transforms.py").write_text(THREAD_TRANSFORMS)
@@ -143,6 +151,13 @@ def stack(redis_server: RedisServer, standin: StandIn, tmp_path_factory: pytest.
         [[rules."{RULES['queue']}".actions]]
         type = "annotation_queue"
         queue_id = "{queue_id}"
+
+        [rules."{RULES['jsonl']}"]
+        dataset = "{DS['jsonl']}"
+
+        [[rules."{RULES['jsonl']}".actions]]
+        type = "jsonl"
+        directory = "{jsonl_dir}"
     '''))
     pipeline = Pipeline(redis_server, standin, db=60, workers=1, LSWH_RULES_FILE=str(rules), PYTHONPATH=str(home),
                         LSWH_RETRIES="2")
@@ -200,6 +215,22 @@ def test_thread_delivery_of_the_assumed_shape_becomes_one_example_per_thread(sta
         assert len(example["inputs"]["turns"]) == n
         assert example["metadata"]["run_id"] == last["id"] and example["metadata"]["rule_id"] == RULES["main"]
     stack.wait_accounted(answer["delivery_id"], 2)
+    # The rule's first delivery is logged with its key names, so the real shape becomes known.
+    output = "".join(worker.output() for worker in stack.workers)
+    line = (f"first delivery of thread rule {RULES['main']}: top-level keys [end_time, rule_id, start_time, threads]; "
+            "threads[0] keys [project_id, thread_id]")
+    assert output.count(line) == 1, output[-2000:]
+
+
+def test_a_correction_on_the_last_turn_replaces_the_outputs(stack: Pipeline) -> None:
+    standin = stack.standin
+    thread_id = f"t-{uuid.uuid4()}"
+    turns = add_turns(standin, thread_id, 2)
+    standin.add_feedback([{"run_id": turns[-1]["id"], "key": "correctness", "correction": "the right answer"},
+                          {"run_id": turns[0]["id"], "key": "correctness", "correction": "not the last turn"}])
+    stack.post(thread_body(standin, RULES["main"], [thread_id]))
+    example = thread_example(standin, DS["main"], thread_id, 2)
+    assert example["outputs"] == {"output": "the right answer"}
 
 
 def test_more_turns_update_the_example_and_a_stale_read_never_shortens_it(stack: Pipeline) -> None:
@@ -278,6 +309,23 @@ def test_an_annotation_queue_action_adds_a_thread_item_once(stack: Pipeline, que
     items = [i for i in standin.queue_items(queue_id) if i.get("thread_id") == thread_id]
     assert len(items) == 1
     assert items[0]["item_type"] == "THREAD" and items[0]["project_id"] == PROJECT
+
+
+def test_the_jsonl_action_writes_one_line_per_thread_never_a_shorter_one_after(stack: Pipeline,
+                                                                                jsonl_dir: Path) -> None:
+    standin = stack.standin
+    thread_id = f"t-{uuid.uuid4()}"
+    turns = add_turns(standin, thread_id, 3)
+    stack.wait_accounted(stack.post(thread_body(standin, RULES["jsonl"], [thread_id])).json()["delivery_id"], 1)
+    # A stale read (the last turn not found) is not appended after the longer line.
+    standin.add_runs([{"id": turns[-1]["id"], "extra": {"metadata": {"thread_id": f"elsewhere-{uuid.uuid4()}"}}}])
+    stale = thread_body(standin, RULES["jsonl"], [thread_id], end_time=(NOW + dt.timedelta(minutes=5)).isoformat())
+    figures = stack.wait_accounted(stack.post(stale).json()["delivery_id"], 1)
+    assert figures["unchanged"] == 1
+    lines = [line for line in read_jsonl(jsonl_dir, DS["jsonl"]).values()
+             if line["metadata"]["thread_id"] == thread_id]
+    assert len(lines) == 1
+    assert lines[0]["metadata"]["thread_turns"] == 3 and lines[0]["run_id"] == turns[-1]["id"]
 
 
 def test_a_trajectory_rule_and_an_unknown_thread_fail_visibly(stack: Pipeline) -> None:

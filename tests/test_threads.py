@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from lswh_core import contract
+from tests.support.commands import run_lswh
 from tests.support.procs import RedisServer, wait_until
 from tests.support.stack import Pipeline, StandIn, delivery
 from workers.actions.jsonl import read_jsonl
@@ -342,10 +344,21 @@ def test_a_trajectory_rule_and_an_unknown_thread_fail_visibly(stack: Pipeline) -
                timeout=30, what="the trajectory delivery's failed job")
 
     missing = f"t-missing-{uuid.uuid4()}"
-    stack.post(thread_body(standin, RULES["main"], [missing]))
+    answer = stack.post(thread_body(standin, RULES["main"], [missing])).json()
     # Retried (LangSmith may not have indexed the runs yet), then split off as a job of its own.
     wait_until(lambda: failed_with(f"thread {missing}: no root runs of thread {missing}"), timeout=90,
                what="the unknown thread's failed job")
+    job_id = contract.thread_job_id(answer["delivery_id"], missing)
+    assert job_id in [job.id for job in stack.failed_jobs()]
+    assert stack.wait_accounted(answer["delivery_id"], 1)["failed"] == 1
+
+    # Its runs arrive; requeueing the thread's job redoes that thread alone.
+    add_turns(standin, missing, 2)
+    requeued = run_lswh(stack.env, "requeue", job_id)
+    assert requeued.returncode == 0, requeued.stderr
+    assert thread_example(standin, DS["main"], missing, 2)["metadata"]["thread_id"] == missing
+    wait_until(lambda: stack.wait_accounted(answer["delivery_id"], 1)["failed"] == 0, timeout=30,
+               what="the requeued thread's accounting")
 
 
 # --- reconciliation and backfill read group_by ---------------------------------------------------
@@ -362,8 +375,6 @@ def test_reconciliation_skips_a_thread_rule_saying_why() -> None:
 
 
 def test_backfill_of_a_thread_rule_exits_2_with_the_reason(stack: Pipeline) -> None:
-    from tests.support.commands import run_lswh
-
     for name in ("main", "trajectory"):
         done = run_lswh(stack.env, "backfill", "--rule", RULES[name], "--since", "2h")
         assert done.returncode == 2, (done.stdout, done.stderr)

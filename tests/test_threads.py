@@ -72,6 +72,12 @@ def test_the_rule_decides_not_the_keys() -> None:
     assert threaded is not None and threaded.threads == [ThreadRef("c", "p")] and threaded.runs_without_thread == ["2"]
     with pytest.raises(Refused, match="TRAJECTORY_ID"):
         plan(body, rule("TRAJECTORY_ID"))
+    both = plan({**runs, "threads": ["c", "d"]}, rule("THREAD_ID"))
+    assert both is not None and both.threads == [ThreadRef("c", "p"), ThreadRef("d")]
+    empty = plan({"rule_id": "r", "runs": []}, rule("THREAD_ID"))
+    assert empty is not None and empty.threads == []
+    with pytest.raises(Refused, match="none of the 1 runs carries a thread id"):
+        plan({"rule_id": "r", "runs": [{"id": "1"}]}, rule("THREAD_ID"))
 
 
 def test_the_thread_query_uses_the_docs_metadata_keys() -> None:

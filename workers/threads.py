@@ -167,16 +167,19 @@ def plan(delivery: Mapping[str, Any], rule: RuleInfo | None, unread: str | None 
                        f"(group_by {group_by or 'unset'})")
         raise Refused(reason)
     assert rule is not None
-    if has_runs:
-        refs, without = threads_from_runs(delivery["runs"])
-        if not refs:
-            raise Refused(f"thread rule {rule.id}: none of the {len(without)} runs carries a thread id "
-                          "(thread_id, or metadata thread_id/session_id/conversation_id)")
-        return Plan(rule, refs, without)
-    if "threads" not in delivery:
+    if not has_runs and "threads" not in delivery:
         raise Refused(unrecognised(delivery))
-    refs = threads_from_body(delivery["threads"])
-    return Plan(rule, refs, [])
+    # Whatever it carries, both kinds of thread ids count, each thread once.
+    listed = threads_from_body(delivery["threads"]) if "threads" in delivery else []
+    from_runs, without = threads_from_runs(delivery["runs"]) if has_runs else ([], [])
+    first: dict[str, ThreadRef] = {}
+    for ref in [*from_runs, *listed]:
+        first.setdefault(ref.thread_id, ref)
+    refs = list(first.values())
+    if without and not refs:
+        raise Refused(f"thread rule {rule.id}: none of the {len(without)} runs carries a thread id "
+                      "(thread_id, or metadata thread_id/session_id/conversation_id)")
+    return Plan(rule, refs, without)
 
 
 def shape_line(delivery: Mapping[str, Any]) -> str:

@@ -5,8 +5,8 @@ Since August 2026 a LangSmith rule matches runs or whole threads (`group_by` THR
 TRAJECTORY_ID; docs PR langchain-ai/docs#5559). What a thread rule's webhook sends is documented
 nowhere we could find, so nothing here bets on a shape:
 
-- `route` reads the rule's `group_by` through the v2 rules API (case-insensitive; cached
-  RULE_CACHE_SECONDS for deliveries with runs, read afresh for one without). A THREAD_ID rule's
+- `rule_of` reads the rule's `group_by` through the v2 rules API (case-insensitive; cached
+  RULE_CACHE_SECONDS for deliveries with runs, read afresh for one without); `plan` decides. A THREAD_ID rule's
   delivery is processed by thread, whatever it carries: a list of thread objects (`thread_id` or
   `id`) or runs with a thread id (`thread_id`, or metadata `thread_id`/`session_id`/
   `conversation_id`). A TRAJECTORY_ID rule, a body without runs whose rule is not a thread rule, a

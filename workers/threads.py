@@ -40,7 +40,6 @@ from workers.actions.dataset import nth_example_id
 from workers.errors import RunError, classify
 from workers.langsmith import QueryBackend, RuleInfo, Turn, chunks, split_on_refusal, thread_id_in
 from workers.outcome import worst
-from workers.process import _feedback_item
 from workers.runtime import Runtime
 from workers.splits import assign_split
 from workers.transforms import ExampleDraft, HydratedThread, HydratedTurn, TransformError, apply_transform
@@ -390,7 +389,7 @@ async def _act(runtime: Runtime, refs: Sequence[ThreadRef], rule: RuleInfo, acti
             else:
                 metadata = thread_metadata(ref, read.turns, rule.id, scores)
                 thread = hydrated_thread(ref, read.project_id, read.turns, action, correction,
-                                         [_feedback_item(i) for i in items], metadata, rule.id)
+                                         [feedback.plain_item(i) for i in items], metadata, rule.id)
                 try:
                     drafts = apply_transform(action, thread)
                 except TransformError as error:
@@ -504,5 +503,5 @@ async def _queue(runtime: Runtime, action: Action, threads: list[tuple[ThreadRef
             out.update(((action.key, ref.key), result) for ref, _ in batch)
             continue
         out.update(((action.key, ref.key), WRITTEN) for ref, _ in batch)
-        await asyncio.to_thread(annotation_queue._remember, runtime, key, [ref.key for ref, _ in batch])
+        await asyncio.to_thread(annotation_queue.remember, runtime, key, [ref.key for ref, _ in batch])
     return out

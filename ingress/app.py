@@ -143,19 +143,24 @@ class Webhook:
             return _refuse(408, f"body not received within {BODY_TIMEOUT_SECONDS:g} s", _CLOSE)
         note.body_bytes = len(body)
         try:
-            delivery_id, runs = await state.checker.check(body)  # large bodies off the event loop
+            delivery_id, runs, threads = await state.checker.check(body)  # large bodies off the event loop
         except BadDelivery as exc:
             return _refuse(400, str(exc))
         except ParserUnavailable:
             return _refuse(503, "parser restarting, retry later", _RETRY_AFTER)
-        note.delivery_id, note.runs = delivery_id, runs
+        note.delivery_id, note.runs = delivery_id, runs or 0
         try:
-            stored = await state.queue.store(body, delivery_id, runs)  # bounded by the enqueue budget
+            # A body without runs (a thread rule's, or a shape not known yet) is kept as long as a
+            # failed job: a replay after an upgrade must still find it.
+            stored = await state.queue.store(body, delivery_id, runs or 0, keep_long=runs is None)
         except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
             note.error = type(exc).__name__  # logged on the delivery's line
             return _refuse(503, "queue unavailable, retry later", _RETRY_AFTER)
         note.duplicate = stored.duplicate
-        return _answer(202, {"delivery_id": delivery_id, "runs": runs, "duplicate": stored.duplicate})
+        if threads is not None:
+            return _answer(202, {"delivery_id": delivery_id, "runs": runs or 0, "duplicate": stored.duplicate,
+                                 "threads": threads})
+        return _answer(202, {"delivery_id": delivery_id, "runs": runs or 0, "duplicate": stored.duplicate})
 
 
 class Ingress:

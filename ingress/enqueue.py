@@ -126,15 +126,19 @@ class DeliveryQueue:
             intervals = repr(contract.retry_intervals(self._settings.retries, self._settings.retry_base_seconds, _RNG))
         return [self._timestamp(), contract.delivery_job_description(delivery_id, runs), data, intervals]
 
-    async def store(self, body: bytes, delivery_id: str, runs: int) -> Stored:
+    async def store(self, body: bytes, delivery_id: str, runs: int, *, keep_long: bool = False) -> Stored:
         """Within ENQUEUE_BUDGET_SECONDS (and the end of the current loop turn), or TimeoutError
         (or a RedisError, OSError): the batch it travels in is bounded, so the caller need not
-        start a timer of its own per delivery."""
+        start a timer of its own per delivery. `keep_long` keeps the body as long as a failed job
+        (LSWH_FAILED_KEEP_DAYS) when that is longer than LSWH_REPLAY_DAYS."""
+        settings = self._settings
+        body_seconds = max(settings.replay_seconds, settings.failed_keep_seconds) if keep_long \
+            else settings.replay_seconds
         job_id = contract.delivery_job_id(delivery_id)
         command = ("EVALSHA", self._script.sha, 5,
                    contract.seen_key(delivery_id), Job.key_for(job_id), self._queue_key, self._queues_key,
                    contract.delivery_key(delivery_id),
-                   body, self._settings.keep_seconds, self._settings.replay_seconds, job_id,
+                   body, settings.keep_seconds, body_seconds, job_id,
                    *self._job_fields(delivery_id, runs))
         alone = len(body) > ALONE_BYTES
         loop = asyncio.get_running_loop()

@@ -24,7 +24,7 @@ import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from ingress.payload import parse_delivery
+from ingress.payload import parse_delivery, threads_in
 from lswh_core.contract import delivery_id_of
 
 INLINE_MAX_BYTES = 64 * 1024
@@ -35,9 +35,21 @@ class ParserUnavailable(Exception):
     """The parse process died (e.g. killed for memory): answered 503, LangSmith retries."""
 
 
+# (runs, threads): the number of runs, None for a body without `runs` (a thread rule's delivery
+# or a shape not known yet); the number of threads when `threads` is a list, else None.
+Counts = tuple[int | None, int | None]
+
+
+def counts_in(body: bytes) -> Counts:
+    """The body's counts, or BadDelivery (pickled back as is from the parse process)."""
+    doc = parse_delivery(body)
+    runs = doc.get("runs")
+    return (len(runs) if isinstance(runs, list) else None), threads_in(doc)
+
+
 def runs_in(body: bytes) -> int:
     """In the parse process: the number of runs, or BadDelivery (pickled back as is)."""
-    return len(parse_delivery(body)["runs"])
+    return counts_in(body)[0] or 0
 
 
 def _ready() -> int:
@@ -72,20 +84,21 @@ class BodyChecker:
         pool = self._executor()
         await asyncio.gather(*(loop.run_in_executor(pool, _ready) for _ in range(self._processes)))
 
-    async def check(self, body: bytes) -> tuple[str, int]:
-        """(delivery id, number of runs), or BadDelivery."""
+    async def check(self, body: bytes) -> tuple[str, int | None, int | None]:
+        """(delivery id, number of runs or None without `runs`, number of threads or None), or
+        BadDelivery."""
         if len(body) <= INLINE_MAX_BYTES:
-            return delivery_id_of(body), len(parse_delivery(body)["runs"])
+            return delivery_id_of(body), *counts_in(body)
         loop = asyncio.get_running_loop()
         try:
-            runs = await loop.run_in_executor(self._executor(), runs_in, body)
+            runs, threads = await loop.run_in_executor(self._executor(), counts_in, body)
         except BrokenProcessPool:
             broken, self._pool = self._pool, None  # a new pool for the next request
             if broken is not None:
                 broken.shutdown(wait=False, cancel_futures=True)
             raise ParserUnavailable from None
         # hashlib releases the GIL for large inputs: ~40 ms at 25 MiB, off the loop.
-        return await asyncio.to_thread(delivery_id_of, body), runs
+        return await asyncio.to_thread(delivery_id_of, body), runs, threads
 
     def close(self) -> None:
         if self._pool is not None:

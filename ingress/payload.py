@@ -20,6 +20,13 @@ class BadDelivery(ValueError):
     """The body is not a delivery: answered 400, never stored."""
 
 
+def threads_in(doc: dict[str, Any]) -> int | None:
+    """How many threads a thread rule's delivery carries (`threads` a list), else None. Whatever
+    else `threads` holds is not refused here: the worker fails it visibly (SPEC, HTTP)."""
+    threads = doc.get("threads")
+    return len(threads) if isinstance(threads, list) else None
+
+
 def _reject_constant(name: str) -> Any:
     raise BadDelivery(f"body is not JSON: {name} is not a JSON number")
 
@@ -70,9 +77,11 @@ def parse_delivery(body: bytes) -> dict[str, Any]:
     rule_id = doc.get("rule_id")
     if rule_id is not None and not isinstance(rule_id, str):
         raise BadDelivery("rule_id must be a string")
-    runs = doc.get("runs")
-    if runs is None and "runs" not in doc:
-        raise BadDelivery("runs is missing")
+    if "runs" not in doc:
+        # A thread rule's delivery, or a shape not known yet: stored and processed (or failed
+        # visibly) by the worker. LangSmith never retries a 4xx, so refusing it would lose it.
+        return doc
+    runs = doc["runs"]
     if not isinstance(runs, list):
         raise BadDelivery("runs must be a list")
     for index, run in enumerate(runs):

@@ -49,6 +49,11 @@ def check_rule(rule: Any, rule_id: str, *, ignore_sampling: bool) -> None:
     if not rule.is_enabled:
         raise BackfillRefused(f"rule {rule_id} is disabled: enable it in LangSmith first, or it would get runs "
                               "it no longer sends")
+    if getattr(rule, "group_by", None):
+        # Backfill lists the runs a rule's filter matches: for a rule over whole threads that would
+        # write runs the rule never matched (issue 16). Thread rules get their threads by delivery.
+        raise BackfillRefused(f"rule {rule_id} matches whole threads (group_by {rule.group_by}), not runs: "
+                              "lswh backfill cannot backfill it (its deliveries are processed by thread)")
     if rule.sampling_rate < 1 and not ignore_sampling:
         raise BackfillRefused(
             f"rule {rule_id} samples {rule.sampling_rate:g} of the runs it matches, so a backfill would write runs "

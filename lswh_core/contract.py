@@ -114,6 +114,30 @@ def replay_job_id(delivery_id: str, n: int) -> str:
     return f"replay-{delivery_id}-{n}"
 
 
+THREAD_JOB = "workers.jobs.process_thread"
+
+
+def thread_shape_logged_key(rule_id: str) -> str:
+    """SET NX by the worker that logs a thread rule's first delivery shape (key names only)."""
+    return f"{KEY_PREFIX}thread-shape-logged:{rule_id}"
+
+
+def thread_turns_key(action_key: str) -> str:
+    """Per jsonl action of a thread rule: example id -> turns of the longest read appended, so a
+    shorter or stale read is not appended after it. Kept LSWH_KEEP_DAYS."""
+    return f"{KEY_PREFIX}thread-turns:{action_key}"
+
+
+def thread_job_id(delivery_id: str, thread_id: str) -> str:
+    """A failed thread split off its delivery, named like a run (contract.run_job_id)."""
+    part = thread_id if _JOB_ID_SAFE.fullmatch(thread_id) else "h" + hashlib.sha256(thread_id.encode()).hexdigest()[:32]
+    return f"thread-{part}-{delivery_id}"
+
+
+def thread_job_description(delivery_id: str, thread_id: str) -> str:
+    return f"thread {thread_id} of delivery {delivery_id}"
+
+
 def delivery_job_id(delivery_id: str) -> str:
     return f"delivery-{delivery_id}"
 

@@ -89,7 +89,7 @@ def test_chunked_body_under_limit_is_accepted(pipeline: Pipeline) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"", b"not json", b"\xff\xfe{}", b"[]", b'{"runs": 1}', b'{"runs": [{"id": ""}]}', b'{"x": 1}',
+    [b"", b"not json", b"\xff\xfe{}", b"[]", b'{"runs": 1}', b'{"runs": [{"id": ""}]}', b'{"runs": null}',
      b'{"runs": [], "n": ' + b"9" * 50 + b"}", b"[" * 10_000 + b"]" * 10_000],
 )
 def test_bad_bodies_are_400_with_one_line_error(pipeline: Pipeline, raw: bytes) -> None:

@@ -37,8 +37,8 @@ def checker() -> Iterator[BodyChecker]:
     checker.close()
 
 
-def run(checker: BodyChecker, body: bytes) -> tuple[str, int]:
-    async def go() -> tuple[str, int]:
+def run(checker: BodyChecker, body: bytes) -> tuple[str, int | None, int | None]:
+    async def go() -> tuple[str, int | None, int | None]:
         await checker.start()
         return await checker.check(body)
 
@@ -47,7 +47,7 @@ def run(checker: BodyChecker, body: bytes) -> tuple[str, int]:
 
 def test_a_large_body_gets_the_same_id_and_run_count_as_inline(checker: BodyChecker) -> None:
     body = large_body(INLINE_MAX_BYTES * 4)
-    assert run(checker, body) == (delivery_id_of(body), len(json.loads(body)["runs"]))
+    assert run(checker, body) == (delivery_id_of(body), len(json.loads(body)["runs"]), None)
 
 
 def test_a_large_bad_body_is_refused_with_the_inline_reason(checker: BodyChecker) -> None:
@@ -138,7 +138,7 @@ def test_a_killed_parse_process_answers_unavailable_once_then_a_new_pool_parses(
     body = large_body(INLINE_MAX_BYTES * 2)
     checker = BodyChecker(processes=1)
     try:
-        async def go() -> tuple[str, int]:
+        async def go() -> tuple[str, int | None, int | None]:
             others = set(multiprocessing.active_children())
             await checker.start()
             for child in set(multiprocessing.active_children()) - others:
@@ -148,6 +148,6 @@ def test_a_killed_parse_process_answers_unavailable_once_then_a_new_pool_parses(
                 await checker.check(body)
             return await checker.check(body)
 
-        assert asyncio.run(go()) == (delivery_id_of(body), len(json.loads(body)["runs"]))
+        assert asyncio.run(go()) == (delivery_id_of(body), len(json.loads(body)["runs"]), None)
     finally:
         checker.close()

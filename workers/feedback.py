@@ -70,3 +70,15 @@ def latest_scores(items: Iterable[FeedbackLike]) -> dict[str, Any]:
         if current is None or recency(item) > recency(current):
             latest[item.key] = item
     return {key: item.score for key, item in sorted(latest.items())}
+
+
+def plain_item(item: Any) -> dict[str, Any]:
+    """A feedback item as a transform sees it (a run's or a thread's last turn's): plain JSON values."""
+    fields = ("id", "run_id", "key", "score", "value", "comment", "correction", "created_at", "modified_at")
+    out = {name: getattr(item, name, None) for name in fields}
+    for name in ("id", "run_id"):
+        out[name] = str(out[name]) if out[name] is not None else None
+    for name in ("created_at", "modified_at"):
+        moment = out[name]
+        out[name] = moment.isoformat() if moment is not None else None
+    return out

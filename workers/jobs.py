@@ -14,6 +14,7 @@ import logging
 import math
 import time
 import traceback
+import uuid
 from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any
@@ -29,7 +30,7 @@ from rq.utils import now
 from lswh_core import contract
 from lswh_core.logs import log_context
 from lswh_core.redact import redact
-from workers import accounting, received
+from workers import accounting, received, threads
 from workers.errors import RunError
 from workers.process import SLICE_RUNS, process_slice
 from workers.runtime import Runtime, get_runtime
@@ -54,6 +55,22 @@ class DeliveryFailed(Exception):
     """The delivery as a whole could not be processed (e.g. its raw body is gone)."""
 
 
+class DeliveryRefused(DeliveryFailed):
+    """The delivery cannot be processed as it is (a shape not known yet, a TRAJECTORY_ID rule, a
+    malformed `threads`): it fails at once as its own job, never retried (on_job_exception), kept
+    with its body (the ingress keeps such bodies LSWH_FAILED_KEEP_DAYS); `lswh replay` or a requeue
+    runs it again, e.g. after an upgrade that knows the shape."""
+
+
+class ThreadFailed(Exception):
+    """Its text ends with `thread <thread id>: <reason>` (a thread split off its delivery)."""
+
+
+# Threads per slice of a thread delivery: each is one example per action, read THREADS_PER_QUERY
+# threads a request; a slice's memory is its threads' turns.
+THREAD_SLICE = 100
+
+
 def process_delivery(delivery_id: str) -> str:
     with log_context(delivery_id=delivery_id):
         return _guarded(_process_delivery, delivery_id)
@@ -66,12 +83,19 @@ def process_run(delivery_id: str, run_id: str, rule_id: str | None = None, proje
         return _guarded(_process_run, delivery_id, run_id, rule_id, project_id, start_time)
 
 
+def process_thread(delivery_id: str, thread_id: str, rule_id: str | None = None, project_id: str | None = None
+                   ) -> str:
+    """A thread split off its delivery (requeued from the failed registry): that thread alone."""
+    with log_context(delivery_id=delivery_id, rule_id=rule_id):
+        return _guarded(_process_thread, delivery_id, thread_id, rule_id, project_id)
+
+
 def _guarded(fn: Any, *args: Any) -> str:
     """Whatever escapes is stored by RQ and shown by rq-dashboard: it must carry no URL
     query string, secret or key, so unexpected errors are redacted before they leave."""
     try:
         return fn(*args)  # type: ignore[no-any-return]
-    except (RunFailed, RunsPending, DeliveryFailed):
+    except (RunFailed, RunsPending, DeliveryFailed, ThreadFailed):
         raise
     except Exception as exc:
         raise DeliveryFailed(redact("".join(traceback.format_exception(exc)).strip())) from None
@@ -104,7 +128,76 @@ def _process_delivery(delivery_id: str) -> str:
         raise DeliveryFailed(f"delivery {delivery_id}: its raw body expired (LSWH_REPLAY_DAYS) or was deleted")
     rule_id = delivery.get("rule_id")
     with log_context(rule_id=rule_id):
-        return _process_delivery_runs(runtime, delivery_id, delivery, rule_id)
+        plan = _plan(runtime, delivery_id, delivery, rule_id)
+        if plan is None:
+            return _process_delivery_runs(runtime, delivery_id, delivery, rule_id)
+        return _process_delivery_threads(runtime, delivery_id, plan)
+
+
+def _plan(runtime: Runtime, delivery_id: str, delivery: dict[str, Any], rule_id: Any) -> threads.Plan | None:
+    """None: a runs delivery (today's path). A Plan: a thread rule's delivery. DeliveryRefused:
+    neither. Decided by the rule's group_by (workers/threads.py), never by a guessed key."""
+    has_runs = isinstance(delivery.get("runs"), list)
+    if has_runs and (delivery.get("lswh_source") or not rule_id):
+        return None  # backfill and reconciliation never feed a thread rule; without a rule, no group_by
+    rule, unread = None, None
+    if isinstance(rule_id, str) and _is_uuid(rule_id):  # LangSmith's rule ids are UUIDs
+        try:
+            rule, unread = runtime.run(threads.rule_of(runtime, rule_id, fresh=not has_runs))
+        except RunError as exc:  # transient: the job is retried
+            raise DeliveryFailed(f"delivery {delivery_id}: {exc.reason}") from None
+    try:
+        plan = threads.plan(delivery, rule, unread)
+    except threads.Refused as exc:
+        raise DeliveryRefused(f"delivery {delivery_id}: {exc}") from None
+    if plan is not None:
+        threads.log_first_shape(runtime.redis, plan.rule.id, delivery, runtime.settings.keep_seconds)
+    return plan
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _process_delivery_threads(runtime: Runtime, delivery_id: str, plan: threads.Plan) -> str:
+    """A thread rule's delivery: one example per thread, a slice of threads at a time; a thread
+    that fails is split off as its own job, like a run."""
+    rule_id = plan.rule.id
+    keep = runtime.settings.keep_seconds
+    accounting.record_received(runtime.redis, delivery_id, len(plan.threads), keep_seconds=keep)
+    received.record(runtime.redis, rule_id, [], delivery_id, keep)  # the rule seen; `lswh replay --rule`
+    done = _done(runtime, delivery_id)
+    queue = deque(ref for ref in plan.threads if ref.key not in done)
+    job = get_current_job()
+    if job is not None:
+        job.meta["lswh_threads"] = True  # on_job_exception must not split it per run
+        job.save_meta()
+    last_attempt = _last_attempt(job)
+    transient: dict[str, RunError] = {}
+    totals: Counter[str] = Counter()
+    refs = {ref.key: ref for ref in plan.threads}
+    while queue:
+        batch = [queue.popleft() for _ in range(min(THREAD_SLICE, len(queue)))]
+        outcomes = runtime.run(threads.process_threads(runtime, batch, plan.rule, delivery_id=delivery_id))
+        totals.update(_settle(runtime, delivery_id, rule_id, outcomes, {}, last_attempt, transient, threads_of=refs))
+    if transient and not last_attempt:
+        _wait_at_least(job, max((e.retry_after or 0.0) for e in transient.values()))
+        sample = "; ".join(f"{key}: {e.reason}" for key, e in list(transient.items())[:3])
+        raise RunsPending(f"{len(transient)} threads failed transiently, retrying: {sample}")
+    if transient:
+        split_off_threads(runtime, delivery_id, rule_id, transient, refs)
+        totals["failed"] += len(transient)
+    summary = ", ".join(f"{n} {name}" for name, n in sorted(totals.items()))
+    if plan.runs_without_thread:
+        raise DeliveryRefused(
+            f"delivery {delivery_id}: {len(plan.runs_without_thread)} runs carry no thread id (thread_id, or "
+            f"metadata thread_id/session_id/conversation_id), e.g. run {plan.runs_without_thread[0]}; "
+            f"its threads were processed: {summary or 'nothing to do'}")
+    return f"threads: {summary or 'nothing to do'}; {len(done)} done before"
 
 
 def _process_delivery_runs(runtime: Runtime, delivery_id: str, delivery: dict[str, Any], rule_id: str | None
@@ -150,8 +243,10 @@ def _process_delivery_runs(runtime: Runtime, delivery_id: str, delivery: dict[st
 
 
 def _settle(runtime: Runtime, delivery_id: str, rule_id: str | None, outcomes: Outcomes,
-            runs: dict[str, dict[str, Any]], last_attempt: bool, transient: dict[str, RunError]) -> Counter[str]:
-    """Record one slice: done runs, split-off failures, figures. Transient ones wait for a retry."""
+            runs: dict[str, dict[str, Any]], last_attempt: bool, transient: dict[str, RunError], *,
+            threads_of: dict[str, threads.ThreadRef] | None = None) -> Counter[str]:
+    """Record one slice: done runs (or threads, keyed "thread:<id>", with `threads_of`), split-off
+    failures, figures. Transient ones wait for a retry."""
     counts: Counter[str] = Counter()
     done: list[str] = []
     failed: dict[str, RunError] = {}
@@ -167,7 +262,10 @@ def _settle(runtime: Runtime, delivery_id: str, rule_id: str | None, outcomes: O
             counts[outcome] += 1
             runtime.recorder.runs(outcome, 1, None)
         done.append(run_id)
-    split_off(runtime, delivery_id, rule_id, failed, runs)
+    if threads_of is not None:
+        split_off_threads(runtime, delivery_id, rule_id, failed, threads_of)
+    else:
+        split_off(runtime, delivery_id, rule_id, failed, runs)
     mark_done(runtime, delivery_id, done)
     accounting.record_outcomes(runtime.redis, delivery_id, counts, keep_seconds=runtime.settings.keep_seconds)
     return counts
@@ -192,10 +290,30 @@ def _process_run(delivery_id: str, run_id: str, rule_id: str | None, project_id:
     return f"run {run_id} {outcome}"
 
 
-def failure_text(run_id: str, error: RunError, prefix: str = "") -> str:
-    """Ends with `run <run id>: <reason>`; a failing transform's (redacted) traceback goes above."""
+def _process_thread(delivery_id: str, thread_id: str, rule_id: str | None, project_id: str | None) -> str:
+    runtime = get_runtime()
+    ref = threads.ThreadRef(thread_id, project_id)
+    try:
+        rule, _ = runtime.run(threads.rule_of(runtime, rule_id, fresh=True)) if rule_id else (None, None)
+    except RunError as exc:
+        raise ThreadFailed(failure_text(thread_id, exc, kind="thread")) from None
+    if rule is None or rule.group_by != threads.THREAD_ID:
+        raise ThreadFailed(failure_text(thread_id, RunError(
+            f"rule {rule_id} is not a THREAD_ID thread rule in LangSmith now", transient=False), kind="thread"))
+    outcomes = runtime.run(threads.process_threads(runtime, [ref], rule, delivery_id=delivery_id))
+    outcome = outcomes.get(ref.key) or RunError("no outcome", transient=False)
+    if isinstance(outcome, RunError):
+        raise ThreadFailed(failure_text(thread_id, outcome, kind="thread"))
+    accounting.settle_requeued(runtime.redis, delivery_id, outcome, keep_seconds=runtime.settings.keep_seconds)
+    runtime.recorder.runs(outcome, 1, None)
+    return f"thread {thread_id} {outcome}"
+
+
+def failure_text(run_id: str, error: RunError, prefix: str = "", *, kind: str = "run") -> str:
+    """Ends with `run <run id>: <reason>` (`thread <id>: ...` for a thread); a failing transform's
+    (redacted) traceback goes above."""
     details = getattr(error, "details", "")
-    last = f"{prefix}run {run_id}: {error.reason}"
+    last = f"{prefix}{kind} {run_id}: {error.reason}"
     return f"{details}\n\n{last}" if details else last
 
 
@@ -222,27 +340,46 @@ def split_off(runtime: Runtime, delivery_id: str, rule_id: str | None, failures:
               runs: dict[str, dict[str, Any]]) -> None:
     """Each failed run becomes its own job in RQ's failed registry; requeueing it (dashboard,
     `lswh requeue`) runs `process_run` for that run alone."""
-    if not failures:
+    for run_id, error in failures.items():
+        log.warning("run %s of delivery %s failed: %s", run_id, delivery_id, error.reason,
+                    extra={"delivery_id": delivery_id, "rule_id": rule_id, "run_id": run_id})
+    _failed_jobs(runtime, [
+        (contract.RUN_JOB, (delivery_id, run_id, rule_id, *_locator(runs.get(run_id))),
+         contract.run_job_id(delivery_id, run_id), contract.run_job_description(delivery_id, run_id),
+         failure_text(run_id, error, f"{RunFailed.__module__}.{RunFailed.__name__}: "))
+        for run_id, error in failures.items()])
+
+
+def split_off_threads(runtime: Runtime, delivery_id: str, rule_id: str | None, failures: dict[str, RunError],
+                      refs: dict[str, threads.ThreadRef]) -> None:
+    """Each failed thread (keyed "thread:<id>") becomes its own failed job; requeueing it runs
+    `process_thread` for that thread alone."""
+    entries = []
+    for key, error in failures.items():
+        ref = refs.get(key) or threads.ThreadRef(key.removeprefix("thread:"))
+        log.warning("thread %s of delivery %s failed: %s", ref.thread_id, delivery_id, error.reason,
+                    extra={"delivery_id": delivery_id, "rule_id": rule_id})
+        entries.append((contract.THREAD_JOB, (delivery_id, ref.thread_id, rule_id, ref.project_id),
+                        contract.thread_job_id(delivery_id, ref.thread_id),
+                        contract.thread_job_description(delivery_id, ref.thread_id),
+                        failure_text(ref.thread_id, error, f"{ThreadFailed.__module__}.{ThreadFailed.__name__}: ",
+                                     kind="thread")))
+    _failed_jobs(runtime, entries)
+
+
+def _failed_jobs(runtime: Runtime, entries: list[tuple[str, tuple[Any, ...], str, str, str]]) -> None:
+    """(function, args, job id, description, exception text) each as a job in the failed registry."""
+    if not entries:
         return
     settings = runtime.settings
     queue = Queue(contract.QUEUE, connection=runtime.redis)
     with runtime.redis.pipeline() as pipe:
-        for run_id, error in failures.items():
-            log.warning("run %s of delivery %s failed: %s", run_id, delivery_id, error.reason,
-                        extra={"delivery_id": delivery_id, "rule_id": rule_id, "run_id": run_id})
-            job = Job.create(
-                contract.RUN_JOB,
-                args=(delivery_id, run_id, rule_id, *_locator(runs.get(run_id))),
-                connection=runtime.redis,
-                id=contract.run_job_id(delivery_id, run_id),
-                description=contract.run_job_description(delivery_id, run_id),
-                **contract.job_lifetimes(settings),
-                origin=queue.name,
-            )
+        for func, args, job_id, description, text in entries:
+            job = Job.create(func, args=args, connection=runtime.redis, id=job_id, description=description,
+                             **contract.job_lifetimes(settings), origin=queue.name)
             job.ended_at = now()
             job.save(pipeline=pipe)
-            record_job_failure(job, failure_text(run_id, error, f"{RunFailed.__module__}.{RunFailed.__name__}: "),
-                               pipe)
+            record_job_failure(job, text, pipe)
             job.cleanup(ttl=settings.failed_keep_seconds, pipeline=pipe)
         pipe.sadd(queue.redis_queues_keys, queue.key)
         pipe.execute()
@@ -256,7 +393,10 @@ def on_job_exception(job: Job, exc_type: type[BaseException], exc_value: BaseExc
     attempt, its remaining runs are split off per run, like any other failure, and the delivery
     job itself runs once more to find nothing left: it never sits failed for its runs' sake.
     """
-    if job.func_name != contract.DELIVERY_JOB or job.retries_left:
+    if issubclass(exc_type, DeliveryRefused):
+        job.retries_left = 0  # RQ reads this job object right after: failed now, never retried blindly
+        return True
+    if job.func_name != contract.DELIVERY_JOB or job.retries_left or job.meta.get("lswh_threads"):
         return True
     if exc_type not in (AbandonedJobError,) and not _timed_out(exc_type):
         return True
@@ -270,7 +410,7 @@ def on_job_exception(job: Job, exc_type: type[BaseException], exc_value: BaseExc
         _one_more_attempt(job, runtime)
         return True
     delivery = _load(runtime, delivery_id)
-    if delivery is None:
+    if delivery is None or not isinstance(delivery.get("runs"), list):
         return True
     reason = "the worker was killed on every attempt" if exc_type is AbandonedJobError else "the job timed out"
     done = _done(runtime, delivery_id)

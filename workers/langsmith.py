@@ -116,6 +116,10 @@ class RuleInfo:
     is_enabled: bool
     sampling_rate: float
     points_here: bool = False
+    # What the rule matches (SDK types/rule.py: THREAD_ID, TRAJECTORY_ID; None: runs), upper case
+    # whatever case the server sends, and the filter it applies to whole threads.
+    group_by: str | None = None
+    thread_filter: str | None = None
 
 
 def rule_info(rule: Any, public_url: str | None) -> RuleInfo:
@@ -131,7 +135,8 @@ def rule_info(rule: Any, public_url: str | None) -> RuleInfo:
         id=str(get("id")), project_id=_text(get("project_id")), dataset_id=_text(get("dataset_id")),
         filter=_text(get("filter")), trace_filter=_text(get("trace_filter")), tree_filter=_text(get("tree_filter")),
         is_enabled=bool(get("is_enabled")), sampling_rate=float(rate) if rate is not None else 1.0,
-        points_here=bool(public_url) and any(points_at(url, str(public_url)) for url in urls))
+        points_here=bool(public_url) and any(points_at(url, str(public_url)) for url in urls),
+        group_by=(_text(get("group_by")) or "").upper() or None, thread_filter=_text(get("thread_filter")))
 
 
 def points_at(url: str, public_url: str) -> bool:
@@ -514,9 +519,72 @@ class LangSmith:
             raise RunError(queue_items_missing(info.version if info else None), transient=False,
                            splittable=False) from exc
 
+    # --- threads ------------------------------------------------------------------------
+
+    async def thread_turns(self, project_id: str, thread_ids: Sequence[str], *, start: dt.datetime,
+                           end: dt.datetime) -> list[Turn]:
+        """The root runs (turns) of these threads in one project, every page: the v2 runs query with
+        the docs' thread filter (thread_filter_for), on the budgeted v2 client like any runs read."""
+        pager = self.v2().runs.query_v2(
+            project_ids=[project_id], is_root=True, filter=thread_filter_for(thread_ids), min_start_time=start,
+            max_start_time=end, selects=TURN_SELECTS, page_size=THREAD_TURNS_PAGE)
+        return [_turn(run) async for run in pager]
+
     def check_key(self) -> None:
         """Raises the SDK's auth error when LangSmith rejects the key."""
         next(iter(self.client.list_datasets(limit=1)), None)
+
+# Where LangSmith finds a thread's id: any of these metadata keys (docs "Configure threads",
+# https://docs.langchain.com/langsmith/threads: "The key name should be one of: session_id,
+# thread_id, conversation_id"), in the order a run's own metadata is read here.
+THREAD_METADATA_KEYS = ("thread_id", "session_id", "conversation_id")
+# What a thread's turn needs (the v2 `Run` model's field names, types/run_select_field.py).
+TURN_SELECTS: list[RunSelectField] = ["ID", "TRACE_ID", "NAME", "START_TIME", "INPUTS", "OUTPUTS", "METADATA",
+                                      "THREAD_ID"]
+THREAD_TURNS_PAGE = 100  # turns with inputs and outputs: pages stay small, like API_PAGE in process.py
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One root run of a thread, as read back."""
+
+    id: str
+    trace_id: str | None
+    name: str | None
+    start_time: str | None
+    thread_id: str | None
+    inputs: dict[str, Any] | None
+    outputs: dict[str, Any] | None
+
+
+def thread_filter_for(thread_ids: Sequence[str]) -> str:
+    """Root runs of any of these threads: the filter the docs give for "all root runs in a
+    conversational thread" (docs "Query traces", export-traces: `and(in(metadata_key,
+    ["session_id","conversation_id","thread_id"]), eq(metadata_value, "<id>"))`), with `in` over
+    several thread ids so one request reads many threads."""
+    keys = ", ".join(orjson.dumps(key).decode() for key in THREAD_METADATA_KEYS)
+    values = ", ".join(orjson.dumps(str(thread_id)).decode() for thread_id in thread_ids)
+    return f"and(in(metadata_key, [{keys}]), in(metadata_value, [{values}]))"
+
+
+def thread_id_in(metadata: Any) -> str | None:
+    if not isinstance(metadata, Mapping):
+        return None
+    for key in THREAD_METADATA_KEYS:
+        value = metadata.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+            return str(value)
+    return None
+
+
+def _turn(run: Any) -> Turn:
+    get = run.get if isinstance(run, Mapping) else lambda name: getattr(run, name, None)
+    start = get("start_time")
+    start_text = start.isoformat() if isinstance(start, dt.datetime) else _text(start)
+    return Turn(id=str(get("id")), trace_id=_text(get("trace_id")), name=_text(get("name")), start_time=start_text,
+                thread_id=_text(get("thread_id")) or thread_id_in(get("metadata")),
+                inputs=_dict_or_none(get("inputs")), outputs=_dict_or_none(get("outputs")))
+
 
 def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
     size = max(1, size)

@@ -92,18 +92,6 @@ async def process_slice(runtime: Runtime, runs: list[dict[str, Any]], rule_id: s
         runtime.recorder.slice(time.perf_counter() - started, len(runs))
 
 
-def _feedback_item(item: Any) -> dict[str, Any]:
-    """A feedback item as a transform sees it: plain JSON values."""
-    fields = ("id", "run_id", "key", "score", "value", "comment", "correction", "created_at", "modified_at")
-    out = {name: getattr(item, name, None) for name in fields}
-    for name in ("id", "run_id"):
-        out[name] = str(out[name]) if out[name] is not None else None
-    for name in ("created_at", "modified_at"):
-        moment = out[name]
-        out[name] = moment.isoformat() if moment is not None else None
-    return out
-
-
 _Drafts = tuple[str, list[ExampleDraft], str | None]  # run id, its examples, its split
 
 
@@ -241,7 +229,7 @@ class _Slice:
         return HydratedRun(id=item.id, trace_id=item.run.get("trace_id"), name=item.run.get("name"),
                            run_type=item.run.get("run_type"), rule_id=self.rule_id, inputs=inputs, outputs=outputs,
                            run_outputs=run_outputs, correction=correction,
-                           feedback=[_feedback_item(i) for i in items], metadata=metadata, run=item.run)
+                           feedback=[feedback.plain_item(i) for i in items], metadata=metadata, run=item.run)
 
     async def _write(self, action: Action, runs: list[_Drafts]) -> None:
         """One action's examples: ids, dedup claims, then the action's writer; a run's outcome

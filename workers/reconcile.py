@@ -91,6 +91,11 @@ def pick_rules(rules: Iterable[RuleInfo], named: set[str]) -> tuple[list[RuleInf
         elif rule.sampling_rate < 1:
             # Most of what it matched it never chose: every unsent run would look lost.
             skipped.append(f"rule {rule.id}: samples {rule.sampling_rate:g} of its runs")
+        elif rule.group_by:
+            # It matches whole threads (or trajectories), not runs: querying its filter over runs would
+            # count runs it never matched as lost. Its threads are not reconciled (yet).
+            skipped.append(f"rule {rule.id}: matches whole threads (group_by {rule.group_by}), not runs; "
+                           "thread rules are not reconciled")
         elif not (rule.project_id or rule.dataset_id):
             skipped.append(f"rule {rule.id}: has neither project nor dataset")
         else:

@@ -47,6 +47,38 @@ class HydratedRun(TypedDict):
     run: dict[str, Any]  # every field of the run as delivered or read back
 
 
+class HydratedTurn(TypedDict):
+    """One turn of a thread: a root run, read back through the API."""
+
+    run_id: str
+    trace_id: str | None
+    name: str | None
+    start_time: str | None
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] | None
+
+
+class HydratedThread(TypedDict):
+    """What a transform receives from a thread rule (`group_by` THREAD_ID): one whole thread, its
+    turns in order, with the last turn's feedback joined. Like a HydratedRun it has `inputs`,
+    `outputs` and `metadata` (what the example gets without a transform), so transforms that only
+    touch those work on both; `turns` tells a thread apart."""
+
+    id: str  # the thread id
+    thread_id: str
+    project_id: str | None
+    rule_id: str | None
+    turns: list[HydratedTurn]  # oldest first; the last one is the turn the example is about
+    # Without a transform: {"turns": [{"inputs", "outputs"} of each earlier turn..., {"inputs"} of the
+    # last]} and the last turn's outputs (or the correction, per the outputs policy).
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] | None
+    run_outputs: dict[str, Any] | None  # the last turn's own outputs
+    correction: dict[str, Any] | None  # the correction on the last turn's root run, as an outputs dict
+    feedback: list[dict[str, Any]]  # the last turn's feedback items
+    metadata: dict[str, Any]  # rule_id, thread_id, thread_turns, run_id (last turn), trace_id, feedback
+
+
 class ExampleDraft(TypedDict, total=False):
     """What a transform returns (one of these, a list of them, or None)."""
 
@@ -56,7 +88,7 @@ class ExampleDraft(TypedDict, total=False):
 
 
 TransformResult = ExampleDraft | list[ExampleDraft] | None
-Transform = Callable[[HydratedRun], TransformResult]
+Transform = Callable[[HydratedRun], TransformResult]  # a thread rule's get a HydratedThread
 
 
 class TransformError(RunError):
@@ -71,7 +103,7 @@ class TransformError(RunError):
         self.details = redact_secrets(details)
 
 
-def apply_transform(selection: Selection, run: HydratedRun) -> list[ExampleDraft]:
+def apply_transform(selection: Selection, run: HydratedRun | HydratedThread) -> list[ExampleDraft]:
     """The examples `run` becomes under `selection`'s transforms; [] means skip the run."""
     items: list[dict[str, Any]] = [dict(run)]
     for spec in selection.transforms:
@@ -324,11 +356,58 @@ def _generation_message(generation: Any) -> dict[str, Any] | None:
     return None
 
 
+def _turn_messages(value: Any, role: str) -> list[dict[str, Any]]:
+    """A turn's inputs (role "user") or outputs (role "assistant") as OpenAI messages: the messages
+    they hold, else one message of that role with their one string (or their JSON)."""
+    if not isinstance(value, dict) or not value:
+        return []
+    for key in ("messages", "message"):
+        held = value.get(key)
+        converted = _convert(held)
+        if isinstance(converted, list) and converted and all(isinstance(m, dict) and "role" in m for m in converted):
+            return converted
+        if isinstance(converted, dict) and "role" in converted:
+            return [converted]
+    generations = value.get("generations")
+    if isinstance(generations, list) and generations and isinstance(generations[0], list) and generations[0]:
+        message = _generation_message(generations[0][0])
+        if message:
+            return [message]
+    strings = [v for v in value.values() if isinstance(v, str)]
+    content = strings[0] if len(value) == 1 and strings else json.dumps(value, ensure_ascii=False, default=str)
+    return [{"role": role, "content": content}]
+
+
+def _extend(conversation: list[dict[str, Any]], messages: list[dict[str, Any]]) -> None:
+    """Chat apps often send the whole history with each turn: only what is new is appended."""
+    if messages[:len(conversation)] == conversation and conversation:
+        conversation.extend(messages[len(conversation):])
+    else:
+        conversation.extend(messages)
+
+
+def thread_to_openai(thread: HydratedThread) -> ExampleDraft:
+    """A whole thread as one OpenAI-format conversation: inputs {"messages": [every turn's messages
+    up to the last turn's inputs]}, outputs {"message": the last answer (or the correction)}."""
+    turns = thread["turns"]
+    conversation: list[dict[str, Any]] = []
+    for turn in turns[:-1]:
+        _extend(conversation, _turn_messages(turn["inputs"], "user"))
+        _extend(conversation, _turn_messages(turn["outputs"], "assistant"))
+    if turns:
+        _extend(conversation, _turn_messages(turns[-1]["inputs"], "user"))
+    answer = _turn_messages(thread.get("outputs"), "assistant")
+    return ExampleDraft(inputs={"messages": conversation}, outputs={"message": answer[-1]} if answer else None)
+
+
 def messages_to_openai(run: HydratedRun) -> TransformResult:
     """LangChain messages (as LangSmith stores them) in OpenAI chat format. A chat model run
     becomes inputs {"messages": [...]} and outputs {"message": {...}}, the shape of LangSmith's
     own chat datasets; one example per prompt when the run batched several. Elsewhere every
-    message found in inputs and outputs is converted in place."""
+    message found in inputs and outputs is converted in place. A thread (HydratedThread) becomes
+    one conversation (thread_to_openai)."""
+    if "turns" in run:
+        return thread_to_openai(run)  # type: ignore[arg-type]  # a HydratedThread
     inputs, outputs = run["inputs"], run.get("outputs")
     prompts = inputs.get("messages") if isinstance(inputs, dict) else None
     generations = outputs.get("generations") if isinstance(outputs, dict) else None

@@ -225,7 +225,7 @@ def job_log_fields(job: Job) -> dict[str, str | None]:
     except Exception:  # a job whose arguments cannot be read still runs, and logs without them
         return {"job_id": job.id}
     fields: dict[str, str | None] = {"job_id": job.id}
-    if job.func_name in (contract.DELIVERY_JOB, contract.RUN_JOB) and args:
+    if job.func_name in (contract.DELIVERY_JOB, contract.RUN_JOB, contract.THREAD_JOB) and args:
         fields["delivery_id"] = str(args[0])
         if job.func_name == contract.RUN_JOB and len(args) > 1:
             fields["run_id"] = str(args[1])

@@ -74,9 +74,12 @@ class Writer:
                 found[str(example.id)] = _as_dict(example)
         return found, errors
 
-    async def write(self, examples: Sequence[dict[str, Any]], *, by: str = "source_run_id") -> Outcomes:
+    async def write(self, examples: Sequence[dict[str, Any]], *, by: str = "source_run_id",
+                    keep_stored: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None) -> Outcomes:
         """Outcome per run id (examples carry `source_run_id`), or per example id with `by="id"`
-        (a transform may make several examples of one run)."""
+        (a transform may make several examples of one run). `keep_stored(stored, wanted)` true
+        leaves a stored example alone (unchanged) although it differs: a thread's example is never
+        replaced by a shorter or stale read of the thread (workers/threads.py)."""
         outcomes: Outcomes = {}
         pending = list(examples)
         for _ in range(MAX_CONFLICT_ROUNDS):
@@ -88,6 +91,8 @@ class Writer:
                     outcomes[run_id] = errors[example["id"]]
                 elif example["id"] not in stored:
                     new.append(example)
+                elif keep_stored is not None and keep_stored(stored[example["id"]], example):
+                    outcomes[run_id] = UNCHANGED
                 elif differs(stored[example["id"]], example):
                     changed.append({**example,
                                     "metadata": merged_metadata(stored[example["id"]], example["metadata"])})

@@ -7,7 +7,7 @@ import os
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from lswh.standin import admin, datasets, examples, feedback, queues, rules, runs, s3, tenants
+from lswh.standin import admin, datasets, examples, feedback, queues, rules, runs, s3, tenants, threads
 from lswh.standin.profiles import Profile, profile
 from lswh.standin.routing import admin as admin_route
 from lswh.standin.routing import api
@@ -87,6 +87,7 @@ def create_app(
         admin_route("/_admin/rules", admin.add_rules, ["POST"]),
         admin_route("/_admin/annotation-queues", queues.admin_add_queue, ["POST"]),
         admin_route("/_admin/annotation-queues/{queue_id}/items", queues.admin_read_items, ["GET"]),
+        admin_route("/_admin/thread-delivery", threads.admin_thread_delivery, ["POST"]),
     ]
     routes.append(admin_route("/_admin/tenants", tenants.read, ["GET"]))
     app = Starlette(routes=routes)

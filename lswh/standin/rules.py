@@ -49,6 +49,11 @@ def normalize_rule(spec: dict[str, Any]) -> dict[str, Any]:
         "transient": False,
         "use_corrections_dataset": False,
         "backfill_from": None,
+        # Since August 2026 a rule matches runs or whole threads (docs PR langchain-ai/docs#5559: "A
+        # rule matches either individual runs or entire threads"; SDK types/rule.py: `group_by`
+        # THREAD_ID | TRAJECTORY_ID, `thread_filter`). Kept as the admin spec gives it, any case.
+        "group_by": None,
+        "thread_filter": None,
     }
     rule.update(spec)
     rule["id"] = uuid_or_none(rule["id"]) or str(uuid.uuid4())

@@ -229,7 +229,8 @@ def v2_value(feedback: dict[str, list[dict[str, Any]]], run: dict[str, Any], fie
         "METADATA": lambda: metadata,
         "IS_ROOT": lambda: not run.get("parent_run_id"),
         "LATENCY_SECONDS": lambda: (end - start).total_seconds() if start and end else None,
-        "THREAD_ID": lambda: metadata.get("thread_id") or metadata.get("session_id"),
+        # Any of the three keys the docs name ("Configure threads": session_id, thread_id, conversation_id).
+        "THREAD_ID": lambda: metadata.get("thread_id") or metadata.get("session_id") or metadata.get("conversation_id"),
         "INPUTS_PREVIEW": lambda: _preview(run.get("inputs")),
         "OUTPUTS_PREVIEW": lambda: _preview(run.get("outputs")),
         "ERROR_PREVIEW": lambda: (run.get("error") or None) and str(run["error"])[:150],

@@ -86,11 +86,12 @@ async def add(runtime: Runtime, action: Action, runs: Sequence[Mapping[str, Any]
                 outcomes.update((str(run["id"]), result) for run in batch)
                 continue
             outcomes.update((str(run["id"]), WRITTEN) for run in batch)
-            await asyncio.to_thread(_remember, runtime, key, [str(run["id"]) for run in batch])
+            await asyncio.to_thread(remember, runtime, key, [str(run["id"]) for run in batch])
     return outcomes
 
 
-def _remember(runtime: Runtime, key: str, run_ids: list[str]) -> None:
+def remember(runtime: Runtime, key: str, run_ids: list[str]) -> None:
+    """Note these run ids (or thread keys, "thread:<id>") as added to the queue whose record is `key`."""
     added_at = int(time.time())
     with runtime.redis.pipeline() as pipe:
         pipe.hset(key, mapping=dict.fromkeys(run_ids, added_at))

@@ -72,9 +72,10 @@ def test_150_api_only_runs_land_on_one_worker_with_a_handful_of_reads(cloud: Pip
 
 
 def test_four_deliveries_on_two_workers_share_one_budget(redis_server: RedisServer, standin: StandIn) -> None:
-    """Run queries squeezed to 2 per 5 s on both sides: 4 deliveries x 2 slices need 8 queries,
+    """v2 run queries squeezed to 2 per 5 s on both sides (ours through the older name `run_query`,
+    which still governs the v2 query too): 4 deliveries x 2 slices need 8 queries,
     so two workers that did not share their budget would meet 429s."""
-    standin.admin("POST", "limits", {"limits": {"run_query": {"count": 2, "seconds": 5}}})
+    standin.admin("POST", "limits", {"limits": {"v2_run_query": {"count": 2, "seconds": 5}}})
     stack = Pipeline(redis_server, standin, db=27, workers=2, LANGSMITH_API_KEY=fresh_key(),
                      LSWH_LANGSMITH_RATE_LIMITS="run_query=2/5s")
     try:

@@ -90,12 +90,44 @@ def test_backfill_writes_runs_never_delivered_and_a_second_one_changes_nothing(s
     examples = stack.standin.examples_by_run([delivered["id"], lost["id"], other["id"]], stack.dataset)
     assert sorted(examples) == sorted([delivered["id"], lost["id"]])  # the filter left `other` out
     assert all(len(found) == 1 for found in examples.values())
-    assert examples[lost["id"]][0]["inputs"] == {"q": "question 1"}  # read through the API
+    assert examples[lost["id"]][0]["inputs"] == {"q": "question 1"}  # read through the API, while listing
 
     second = run_lswh(stack.env, "backfill", "--rule", rule_id, "--since", "1h")
     assert second.returncode == 0, second.stderr
     assert "found 2, enqueued 2, already present 2, written 0, updated 0, skipped 0, failed 0" in second.stdout
     assert stack.standin.examples_by_run([delivered["id"], lost["id"]], stack.dataset) == examples
+
+
+RUN_READS = ("POST /api/v2/runs/query", "POST /runs/query", "GET /runs/{run_id}", "GET /api/v2/runs/{run_id}")
+
+
+def test_backfill_reads_each_run_once_and_the_job_path_takes_it_from_the_listing(stack: Pipeline,
+                                                                                  standin: StandIn) -> None:
+    """Two listing pages (1,000 + 10 runs, inputs and outputs with them) are all the run reads a
+    backfill makes: the synthetic deliveries carry the data and the workers read no run again;
+    corrections are still joined from feedback."""
+    from workers.langsmith import MATCH_PAGE
+
+    project, runs = project_with_runs(standin, MATCH_PAGE + 10)
+    corrected = runs[::5]
+    standin.add_feedback([{"run_id": r["id"], "key": "correctness", "correction": f"fixed {r['id'][:8]}"}
+                          for r in corrected])
+    [rule_id] = standin.add_rules([{"project_id": project}])
+    before = standin.stats()["requests"]
+    result = run_lswh(stack.env, "backfill", "--rule", rule_id, "--since", "1h")
+    assert result.returncode == 0, result.stderr
+    assert f"found {len(runs)}, enqueued {len(runs)}, already present 0, written {len(runs)}" in result.stdout
+    after = standin.stats()["requests"]
+    reads = {route: after.get(route, 0) - before.get(route, 0) for route in RUN_READS}
+    assert reads == {"POST /api/v2/runs/query": 2, "POST /runs/query": 0, "GET /runs/{run_id}": 0,
+                     "GET /api/v2/runs/{run_id}": 0}
+    examples = standin.examples_by_run([r["id"] for r in runs], stack.dataset)
+    fixed = {r["id"] for r in corrected}
+    for i, run in enumerate(runs):
+        [example] = examples[run["id"]]
+        assert example["inputs"] == {"q": f"question {i}"}
+        expected = {"output": f"fixed {run['id'][:8]}"} if run["id"] in fixed else {"a": f"answer {i}"}
+        assert example["outputs"] == expected
 
 
 def test_dry_run_only_counts_following_the_cursor_past_one_page(stack: Pipeline, standin: StandIn) -> None:

@@ -42,9 +42,15 @@ ANNOTATION_QUEUE_PAGE = 100
 WINDOW_SLACK = dt.timedelta(seconds=1)
 MIN_V2_VERSION = (0, 16, 0)  # SDK: Client.runs checks _check_backend_version(..., "0.16.0")
 RULES_PAGE = 100  # GET /api/v2/runs/rules pages at most 100 rules
-MATCH_PAGE = 100  # locators per page of a rule's matching runs (small rows; keeps each answer quick)
-# What a backfilled run needs in its synthetic delivery: the job path reads the rest in bulk.
+# Runs per page of a rule's matching runs: query_v2's maximum, so a backfill of 10,000 runs lists
+# them in 10 requests (bench/backfill.py). The lister holds one page at a time; with inputs and
+# outputs (a backfill) that page is what the job path would otherwise have read in pages of a
+# slice (workers/process.py API_PAGE), all of them at once.
+MATCH_PAGE = V2_QUERY_PAGE_MAX
+# What a reconciled run needs in its synthetic delivery: the job path reads the rest in bulk.
 LOCATOR_SELECTS: list[RunSelectField] = ["ID", "PROJECT_ID", "START_TIME", "TRACE_ID", "NAME"]
+# A backfill reads inputs and outputs while listing and hands them on (workers/synthetic.py).
+DATA_SELECTS: list[RunSelectField] = [*LOCATOR_SELECTS, "INPUTS", "OUTPUTS"]
 
 
 class QueryBackend(enum.Enum):
@@ -138,17 +144,26 @@ def points_at(url: str, public_url: str) -> bool:
 
 @dataclass(frozen=True)
 class Locator:
-    """A matched run as a synthetic delivery carries it (the job path reads the rest in bulk)."""
+    """A matched run as a synthetic delivery carries it: where to find it, and its inputs and
+    outputs when they were read with it (the job path takes those inline and reads the rest)."""
 
     id: str
     session_id: str | None
     start_time: str | None
     trace_id: str | None
     name: str | None
+    inputs: dict[str, Any] | None = None
+    outputs: dict[str, Any] | None = None
 
     def as_run(self) -> dict[str, Any]:
-        return {"id": self.id, "session_id": self.session_id, "start_time": self.start_time,
-                "trace_id": self.trace_id, "name": self.name}
+        run: dict[str, Any] = {"id": self.id, "session_id": self.session_id, "start_time": self.start_time,
+                               "trace_id": self.trace_id, "name": self.name}
+        # Only values read: a null here would be taken as unknown and read again, so it is left out.
+        if self.inputs is not None:
+            run["inputs"] = self.inputs
+        if self.outputs is not None:
+            run["outputs"] = self.outputs
+        return run
 
 
 def _locator(run: Any) -> Locator:
@@ -156,7 +171,8 @@ def _locator(run: Any) -> Locator:
     start = get("start_time")
     start_text = start.isoformat() if isinstance(start, dt.datetime) else _text(start)
     return Locator(id=str(get("id")), session_id=_text(get("project_id")), start_time=start_text,
-                   trace_id=_text(get("trace_id")), name=_text(get("name")))
+                   trace_id=_text(get("trace_id")), name=_text(get("name")),
+                   inputs=_dict_or_none(get("inputs")), outputs=_dict_or_none(get("outputs")))
 
 
 def _text(value: Any) -> str | None:
@@ -376,11 +392,12 @@ class LangSmith:
 
     async def match_runs(self, rule: RuleInfo, *, start: dt.datetime, end: dt.datetime,
                          feedback_since: dt.datetime | None = None, feedback_until: dt.datetime | None = None,
-                         filter: str | None = None) -> AsyncIterator[Locator]:
+                         filter: str | None = None, with_data: bool = False) -> AsyncIterator[Locator]:
         """Locators of the runs the rule's source and filters match with a start time in
         [start, end], following the cursor (the window is explicit: the query's default is the last
         day). `filter` replaces the rule's own (e.g. with a feedback condition added, which the
-        feedback-modified bounds need)."""
+        feedback-modified bounds need). `with_data` reads each run's inputs and outputs too, in the
+        same pages (a backfill hands them to the job path instead of reading every run twice)."""
         source: dict[str, Any] = ({"project_ids": [rule.project_id]} if rule.project_id
                                   else {"reference_dataset_id": rule.dataset_id})
         optional: dict[str, Any] = {
@@ -388,7 +405,8 @@ class LangSmith:
             "tree_filter": rule.tree_filter, "min_feedback_modified_at": feedback_since,
             "max_feedback_modified_at": feedback_until}
         query: dict[str, Any] = {**source, **{k: v for k, v in optional.items() if v is not None}}
-        pager = self.v2().runs.query_v2(min_start_time=start, max_start_time=end, selects=LOCATOR_SELECTS,
+        pager = self.v2().runs.query_v2(min_start_time=start, max_start_time=end,
+                                        selects=DATA_SELECTS if with_data else LOCATOR_SELECTS,
                                         page_size=MATCH_PAGE, **query)
         async for run in pager:
             yield _locator(run)

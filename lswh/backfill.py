@@ -86,21 +86,16 @@ def run(rule_id: str, start: dt.datetime, end: dt.datetime, *, dry_run: bool = F
     feeder = synthetic.Feeder(runtime.redis, settings, rule_id, source="backfill", start=start, end=end)
 
     async def listing() -> None:
-        page: list[dict[str, Any]] = []
         async for locator in langsmith.match_runs(rule, start=start, end=end, with_data=not dry_run):
-            page.append(locator.as_run())
             tally.found += 1
             bar.set_postfix_str(tally.line(), refresh=False)
             bar.update(1)  # while listing, the bar counts runs found; then runs settled
-            if len(page) >= synthetic.CHUNK_RUNS and not dry_run:
-                await _enqueue(page)
-                page = []
-        if page and not dry_run:
-            await _enqueue(page)
-
-    async def _enqueue(page: list[dict[str, Any]]) -> None:
-        fed = await asyncio.to_thread(feeder.add, page)  # Redis, off the loop the next page arrives on
-        tally.enqueued += sum(n for _, n in fed)
+            if not dry_run:
+                closed = feeder.push(locator.as_run())
+                if closed is not None:  # Redis, off the loop the next page arrives on
+                    tally.enqueued += await asyncio.to_thread(feeder.send, closed)
+        if not dry_run:
+            tally.enqueued += await asyncio.to_thread(feeder.finish)
 
     try:
         runtime.run(listing())

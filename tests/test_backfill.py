@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 
 from lswh.backfill import BackfillRefused, Tally, check_rule
@@ -128,6 +129,39 @@ def test_backfill_reads_each_run_once_and_the_job_path_takes_it_from_the_listing
         assert example["inputs"] == {"q": f"question {i}"}
         expected = {"output": f"fixed {run['id'][:8]}"} if run["id"] in fixed else {"a": f"answer {i}"}
         assert example["outputs"] == expected
+
+
+def test_listing_pages_with_data_are_sized_by_bytes() -> None:
+    from workers.langsmith import DATA_PAGE_BYTES, MATCH_PAGE, next_data_page
+
+    assert next_data_page(100 * 500, 100) == MATCH_PAGE  # small runs: the query's maximum
+    assert next_data_page(100 * 256 * 1024, 100) == DATA_PAGE_BYTES // (256 * 1024)
+    assert next_data_page(10 * DATA_PAGE_BYTES, 10) == 1  # a run larger than a page's bytes: one at a time
+    assert next_data_page(0, 0) == MATCH_PAGE
+
+
+def test_large_runs_are_listed_in_pages_that_fit_the_byte_bound(stack: Pipeline, standin: StandIn) -> None:
+    """300 runs of 200 KB: a first page of 100 (20 MB), then pages of DATA_PAGE_BYTES / 200 KB;
+    pages of 1,000 would have read them in 2 requests, 60 MB in the second."""
+    from workers.langsmith import DATA_PAGE_BYTES, FIRST_DATA_PAGE
+
+    project = str(uuid.uuid4())
+    start = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).isoformat()
+    blob = "z" * (200 * 1024)
+    runs = [fresh_run(session_id=project, start_time=start, name="big", inputs={"q": blob, "i": i},
+                      outputs={"a": i}) for i in range(300)]
+    for first in range(0, len(runs), 50):
+        standin.add_runs(runs[first:first + 50])
+    [rule_id] = standin.add_rules([{"project_id": project}])
+    queries = standin.stats()["requests"].get("POST /api/v2/runs/query", 0)
+    result = run_lswh(stack.env, "backfill", "--rule", rule_id, "--since", "1h")
+    assert result.returncode == 0, result.stderr
+    assert "found 300, enqueued 300, already present 0, written 300" in result.stdout
+    per_page = DATA_PAGE_BYTES // len(orjson.dumps({"q": blob, "i": 100}))
+    expected = 1 + -(-(300 - FIRST_DATA_PAGE) // per_page)
+    assert standin.stats()["requests"]["POST /api/v2/runs/query"] - queries == expected
+    examples = stack.standin.examples_by_run([r["id"] for r in runs], stack.dataset)
+    assert all(examples[r["id"]][0]["inputs"] == {"q": blob, "i": i} for i, r in enumerate(runs))
 
 
 def test_dry_run_only_counts_following_the_cursor_past_one_page(stack: Pipeline, standin: StandIn) -> None:

@@ -43,10 +43,14 @@ WINDOW_SLACK = dt.timedelta(seconds=1)
 MIN_V2_VERSION = (0, 16, 0)  # SDK: Client.runs checks _check_backend_version(..., "0.16.0")
 RULES_PAGE = 100  # GET /api/v2/runs/rules pages at most 100 rules
 # Runs per page of a rule's matching runs: query_v2's maximum, so a backfill of 10,000 runs lists
-# them in 10 requests (bench/backfill.py). The lister holds one page at a time; with inputs and
-# outputs (a backfill) that page is what the job path would otherwise have read in pages of a
-# slice (workers/process.py API_PAGE), all of them at once.
+# them in about 10 requests (bench/backfill.py).
 MATCH_PAGE = V2_QUERY_PAGE_MAX
+# A listing with inputs and outputs (a backfill) holds one page at a time, so its pages are sized
+# by bytes: the first is small, each next one as many runs as fit DATA_PAGE_BYTES at the last
+# page's bytes per run (query_v2: `page_size` is "the maximum number of runs to return in this
+# response", each request its own). Runs up to 16 KB still go 1,000 a page; 256 KB runs 64.
+FIRST_DATA_PAGE = 100
+DATA_PAGE_BYTES = 16 * 1024 * 1024
 # What a reconciled run needs in its synthetic delivery: the job path reads the rest in bulk.
 LOCATOR_SELECTS: list[RunSelectField] = ["ID", "PROJECT_ID", "START_TIME", "TRACE_ID", "NAME"]
 # A backfill reads inputs and outputs while listing and hands them on (workers/synthetic.py).
@@ -173,6 +177,17 @@ def _locator(run: Any) -> Locator:
     return Locator(id=str(get("id")), session_id=_text(get("project_id")), start_time=start_text,
                    trace_id=_text(get("trace_id")), name=_text(get("name")),
                    inputs=_dict_or_none(get("inputs")), outputs=_dict_or_none(get("outputs")))
+
+
+def _data_bytes(locator: Locator) -> int:
+    return sum(len(orjson.dumps(value)) for value in (locator.inputs, locator.outputs) if value is not None)
+
+
+def next_data_page(held_bytes: int, runs: int) -> int:
+    """Runs in the next page of a listing with data: as many as fit DATA_PAGE_BYTES at the last
+    page's bytes per run, between 1 and MATCH_PAGE."""
+    per_run = max(1, held_bytes // max(1, runs))
+    return max(1, min(MATCH_PAGE, DATA_PAGE_BYTES // per_run))
 
 
 def _text(value: Any) -> str | None:
@@ -405,11 +420,26 @@ class LangSmith:
             "tree_filter": rule.tree_filter, "min_feedback_modified_at": feedback_since,
             "max_feedback_modified_at": feedback_until}
         query: dict[str, Any] = {**source, **{k: v for k, v in optional.items() if v is not None}}
-        pager = self.v2().runs.query_v2(min_start_time=start, max_start_time=end,
-                                        selects=DATA_SELECTS if with_data else LOCATOR_SELECTS,
-                                        page_size=MATCH_PAGE, **query)
-        async for run in pager:
-            yield _locator(run)
+        if not with_data:
+            pager = self.v2().runs.query_v2(min_start_time=start, max_start_time=end, selects=LOCATOR_SELECTS,
+                                            page_size=MATCH_PAGE, **query)
+            async for run in pager:
+                yield _locator(run)
+            return
+        size, cursor = FIRST_DATA_PAGE, None
+        while True:
+            after: dict[str, Any] = {"cursor": cursor} if cursor else {}
+            page = await self.v2().runs.query_v2(min_start_time=start, max_start_time=end, selects=DATA_SELECTS,
+                                                 page_size=size, **after, **query)
+            held = 0
+            for run in page.items:
+                locator = _locator(run)
+                held += _data_bytes(locator)
+                yield locator
+            cursor = page.next_cursor
+            if not cursor or not page.items:
+                return
+            size = next_data_page(held, len(page.items))
 
     # --- feedback -----------------------------------------------------------------------
 

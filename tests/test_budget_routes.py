@@ -79,7 +79,7 @@ def test_each_request_sent_draws_from_the_budget_its_row_names(
 # --- 10,000 runs under Cloud's limits ---------------------------------------------------------------
 
 
-@pytest.mark.slow  # about a minute on two busy cores: 10,000 runs written
+@pytest.mark.slow  # 10,000 runs seeded, 1,000 delivered, 9,000 written: 10-60 s on two busy cores
 def test_backfill_of_10000_runs_under_clouds_limits_meets_no_429(redis_server: RedisServer, own_standin: StandIn
                                                                  ) -> None:
     own_standin.limits(cloud=True, enabled=True)

@@ -1,11 +1,15 @@
 """`lswh backfill`: the runs a rule matched in a window, read through the API and fed through the
 delivery job path (workers/synthetic.py), so runs already written stay unchanged and nothing is
-written twice. It needs workers running (`lswh worker`, or `lswh dev`): it enqueues, then waits on
-each synthetic delivery's accounting and shows a progress bar on a terminal.
+written twice. Runs are listed with their inputs and outputs, a page of up to 1,000 at a time, and
+each page is enqueued as soon as it is read, its data inline: the job path reads no run again
+(only feedback, for corrections, and the examples already written). It needs workers running
+(`lswh worker`, or `lswh dev`): it enqueues, then waits on each synthetic delivery's accounting and
+shows a progress bar on a terminal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import sys
 import time
@@ -84,24 +88,28 @@ def run(rule_id: str, start: dt.datetime, end: dt.datetime, *, dry_run: bool = F
     tally = Tally()
     bar = tqdm(desc=f"rule {rule_id[:8]}", unit="run", file=err, disable=not err.isatty(), dynamic_ncols=True)
 
-    async def listing() -> list[dict[str, Any]]:
-        runs = []
-        async for locator in langsmith.match_runs(rule, start=start, end=end):
-            runs.append(locator.as_run())
+    feeder = synthetic.Feeder(runtime.redis, settings, rule_id, source="backfill", start=start, end=end)
+
+    async def listing() -> None:
+        async for locator in langsmith.match_runs(rule, start=start, end=end, with_data=not dry_run):
             tally.found += 1
             bar.set_postfix_str(tally.line(), refresh=False)
             bar.update(1)  # while listing, the bar counts runs found; then runs settled
-        return runs
+            if not dry_run:
+                closed = feeder.push(locator.as_run())
+                if closed is not None:  # Redis, off the loop the next page arrives on
+                    tally.enqueued += await asyncio.to_thread(feeder.send, closed)
+        if not dry_run:
+            tally.enqueued += await asyncio.to_thread(feeder.finish)
 
     try:
-        runs = runtime.run(listing())
+        runtime.run(listing())
         window = f"{start.isoformat()} to {end.isoformat()}"
         if dry_run:
             bar.close()
             print(f"rule {rule_id}, {window}: {tally.found} runs match; dry run, nothing enqueued", file=out)
             return 0
-        fed = synthetic.feed(runtime.redis, settings, rule_id, runs, source="backfill", start=start, end=end)
-        tally.enqueued = sum(n for _, n in fed)
+        fed = feeder.fed
         bar.reset(total=tally.enqueued)
         try:
             _wait(runtime.redis, fed, tally, bar, err, accounting.read)

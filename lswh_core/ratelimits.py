@@ -10,13 +10,24 @@ table rows keyed by `x-api-key`, US and EU alike:
     GET containing /examples                5000 / 60    Examples
     any request with x-api-key              1000 / 10    Default (API key)
 
+Since August 2026 the SmithDB-backed v2 runs endpoints have rows of their own: langchain-ai/docs#5652
+("Document dedicated rate limits for SmithDB-backed v2 runs endpoints", merged 2026-08-24):
+
+    POST /api/v2/runs/query                  300 / 10    v2 runs query (was the run query's 15 / 10)
+    GET /api/v2/runs/{uuid}                  300 / 10    v2 runs retrieve (was the lookup's 30 / 60)
+
 Counts are requests per interval in seconds; LangSmith answers 429 past them, without Retry-After
 (users ask for one: https://github.com/langchain-ai/langsmith-sdk/issues/2032).
-The table names only v1 paths. The SDK's v2 runs query (`POST /api/v2/runs/query`, what
-`client.runs.query_v2` sends) is a run query, so it counts as `run_query`; the v2 retrieve
-(`GET /api/v2/runs/{run_id}`, `client.runs.retrieve_v2`) retrieves one run by UUID, the "Run lookup"
-category, so it counts as `run_read`. Both are the stricter reading: if LangSmith's balancer
-counted them as default requests instead, we would only send fewer than allowed, never more.
+The v1 runs query has one figure in the table, 15 / 10; no lower tier (long windows, no start
+time) is published there, so none is modelled: 15 / 10 is what the table gives for every v1 query.
+The SDK's v2 runs query (`POST /api/v2/runs/query`, `client.runs.query_v2`) counts as
+`v2_run_query`, the v2 retrieve (`GET /api/v2/runs/{run_id}`, `client.runs.retrieve_v2`) as
+`v2_run_read`; the v1 spellings (no prefix, `/api`, `/api/v1`) as `run_query` and `run_read`.
+
+Settings written before the v2 rows existed keep their meaning: `run_query` and `run_read` in
+LSWH_LANGSMITH_RATE_LIMITS governed the v2 endpoints too, so they still set `v2_run_query` and
+`v2_run_read` unless those are named themselves (`run_query=60/10s` holds both queries to 60 / 10;
+`run_query=60/10s,v2_run_query=300/10s` sets them apart).
 
 Rows with their own budget that the pipeline never calls (`/runs/stats` 1/10, `DELETE /sessions`
 10/60) are left in `other`; rows more generous than the default that it does call (`POST /feedback`,
@@ -38,10 +49,14 @@ VARIABLE = "LSWH_LANGSMITH_RATE_LIMITS"
 
 RUN_READ = "run_read"
 RUN_QUERY = "run_query"
+V2_RUN_READ = "v2_run_read"
+V2_RUN_QUERY = "v2_run_query"
 RUNS_PATCH = "runs_patch"
 EXAMPLES_GET = "examples_get"
 OTHER = "other"
-ROUTES = (RUN_READ, RUN_QUERY, RUNS_PATCH, EXAMPLES_GET, OTHER)
+ROUTES = (RUN_READ, RUN_QUERY, V2_RUN_READ, V2_RUN_QUERY, RUNS_PATCH, EXAMPLES_GET, OTHER)
+# An older name in LSWH_LANGSMITH_RATE_LIMITS also sets the v2 route, unless that is named too.
+ALSO_SETS = MappingProxyType({RUN_QUERY: V2_RUN_QUERY, RUN_READ: V2_RUN_READ})
 
 # A budget is a log of one entry per request in its window (workers/budget.py), so a limit this
 # large would hold up to this many entries per route in Redis (about 100 bytes each).
@@ -59,10 +74,19 @@ class Limit:
 
 
 DEFAULT_LIMITS: Mapping[str, Limit] = MappingProxyType({
+    # "API rate limits" table: GET /runs/{uuid} or /api/v1/runs/{uuid}, "Run lookup".
     RUN_READ: Limit(30, 60.0),
+    # "API rate limits" table: POST /runs/query, "Run query (API)" (one figure, no tiers published).
     RUN_QUERY: Limit(15, 10.0),
+    # langchain-ai/docs#5652 (merged 2026-08-24): GET /api/v2/runs/{uuid}, SmithDB-backed retrieve.
+    V2_RUN_READ: Limit(300, 10.0),
+    # langchain-ai/docs#5652 (merged 2026-08-24): POST /api/v2/runs/query, SmithDB-backed query.
+    V2_RUN_QUERY: Limit(300, 10.0),
+    # "API rate limits" table: PATCH containing /runs, "Run ingest".
     RUNS_PATCH: Limit(2_000, 10.0),
+    # "API rate limits" table: GET containing /examples.
     EXAMPLES_GET: Limit(5_000, 60.0),
+    # "API rate limits" table: any request with x-api-key, "Default (API key)".
     OTHER: Limit(1_000, 10.0),
 })
 
@@ -78,16 +102,18 @@ def route_of(method: str, path: str) -> str:
         path = urlsplit(path).path
     path = path.split("?", 1)[0].split("#", 1)[0]
     segments = [s for s in path.split("/") if s]
+    v2 = False
     if "api" in segments:
         segments = segments[segments.index("api") + 1:]
         if segments and segments[0] in ("v1", "v2"):
+            v2 = segments[0] == "v2"
             segments = segments[1:]
     if method == "POST" and segments == ["runs", "query"]:
-        return RUN_QUERY
+        return V2_RUN_QUERY if v2 else RUN_QUERY
     if method == "PATCH" and "/runs" in path:
         return RUNS_PATCH
     if method == "GET" and len(segments) == 2 and segments[0] == "runs" and _is_uuid(segments[1]):
-        return RUN_READ
+        return V2_RUN_READ if v2 else RUN_READ
     if method == "GET" and "/examples" in path:
         return EXAMPLES_GET
     return OTHER
@@ -100,7 +126,9 @@ def parse_limits(raw: str) -> dict[str, Limit]:
     no budget at all (a self-hosted server without limits). The window is a number with an
     optional unit, `ms`, `s` (the default), `m` or `h`; a bare unit means one of it:
     `run_query=60/10s,run_read=120/1m,examples_get=off`, `other=100/s`.
-    A route that is `off` is absent from the result.
+    A route that is `off` is absent from the result. `run_query` / `run_read` also set
+    `v2_run_query` / `v2_run_read` unless those are given themselves (ALSO_SETS): what the older
+    names meant before the v2 endpoints had limits of their own.
     """
     text = raw.strip()
     if not text:
@@ -124,6 +152,12 @@ def parse_limits(raw: str) -> dict[str, Limit]:
             del limits[route]
         else:
             limits[route] = _limit(entry, value)
+    for older, v2 in ALSO_SETS.items():
+        if older in seen and v2 not in seen:
+            if older in limits:
+                limits[v2] = limits[older]
+            else:
+                limits.pop(v2, None)
     return limits
 
 

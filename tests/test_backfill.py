@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 
 from lswh.backfill import BackfillRefused, Tally, check_rule
@@ -90,12 +91,77 @@ def test_backfill_writes_runs_never_delivered_and_a_second_one_changes_nothing(s
     examples = stack.standin.examples_by_run([delivered["id"], lost["id"], other["id"]], stack.dataset)
     assert sorted(examples) == sorted([delivered["id"], lost["id"]])  # the filter left `other` out
     assert all(len(found) == 1 for found in examples.values())
-    assert examples[lost["id"]][0]["inputs"] == {"q": "question 1"}  # read through the API
+    assert examples[lost["id"]][0]["inputs"] == {"q": "question 1"}  # read through the API, while listing
 
     second = run_lswh(stack.env, "backfill", "--rule", rule_id, "--since", "1h")
     assert second.returncode == 0, second.stderr
     assert "found 2, enqueued 2, already present 2, written 0, updated 0, skipped 0, failed 0" in second.stdout
     assert stack.standin.examples_by_run([delivered["id"], lost["id"]], stack.dataset) == examples
+
+
+RUN_READS = ("POST /api/v2/runs/query", "POST /runs/query", "GET /runs/{run_id}", "GET /api/v2/runs/{run_id}")
+
+
+def test_backfill_reads_each_run_once_and_the_job_path_takes_it_from_the_listing(stack: Pipeline,
+                                                                                  standin: StandIn) -> None:
+    """Two listing pages (1,000 + 10 runs, inputs and outputs with them) are all the run reads a
+    backfill makes: the synthetic deliveries carry the data and the workers read no run again;
+    corrections are still joined from feedback."""
+    from workers.langsmith import MATCH_PAGE
+
+    project, runs = project_with_runs(standin, MATCH_PAGE + 10)
+    corrected = runs[::5]
+    standin.add_feedback([{"run_id": r["id"], "key": "correctness", "correction": f"fixed {r['id'][:8]}"}
+                          for r in corrected])
+    [rule_id] = standin.add_rules([{"project_id": project}])
+    before = standin.stats()["requests"]
+    result = run_lswh(stack.env, "backfill", "--rule", rule_id, "--since", "1h")
+    assert result.returncode == 0, result.stderr
+    assert f"found {len(runs)}, enqueued {len(runs)}, already present 0, written {len(runs)}" in result.stdout
+    after = standin.stats()["requests"]
+    reads = {route: after.get(route, 0) - before.get(route, 0) for route in RUN_READS}
+    assert reads == {"POST /api/v2/runs/query": 2, "POST /runs/query": 0, "GET /runs/{run_id}": 0,
+                     "GET /api/v2/runs/{run_id}": 0}
+    examples = standin.examples_by_run([r["id"] for r in runs], stack.dataset)
+    fixed = {r["id"] for r in corrected}
+    for i, run in enumerate(runs):
+        [example] = examples[run["id"]]
+        assert example["inputs"] == {"q": f"question {i}"}
+        expected = {"output": f"fixed {run['id'][:8]}"} if run["id"] in fixed else {"a": f"answer {i}"}
+        assert example["outputs"] == expected
+
+
+def test_listing_pages_with_data_are_sized_by_bytes() -> None:
+    from workers.langsmith import DATA_PAGE_BYTES, MATCH_PAGE, next_data_page
+
+    assert next_data_page(100 * 500, 100) == MATCH_PAGE  # small runs: the query's maximum
+    assert next_data_page(100 * 256 * 1024, 100) == DATA_PAGE_BYTES // (256 * 1024)
+    assert next_data_page(10 * DATA_PAGE_BYTES, 10) == 1  # a run larger than a page's bytes: one at a time
+    assert next_data_page(0, 0) == MATCH_PAGE
+
+
+def test_large_runs_are_listed_in_pages_that_fit_the_byte_bound(stack: Pipeline, standin: StandIn) -> None:
+    """300 runs of 200 KB: a first page of 100 (20 MB), then pages of DATA_PAGE_BYTES / 200 KB;
+    pages of 1,000 would have read them in 2 requests, 60 MB in the second."""
+    from workers.langsmith import DATA_PAGE_BYTES, FIRST_DATA_PAGE
+
+    project = str(uuid.uuid4())
+    start = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).isoformat()
+    blob = "z" * (200 * 1024)
+    runs = [fresh_run(session_id=project, start_time=start, name="big", inputs={"q": blob, "i": i},
+                      outputs={"a": i}) for i in range(300)]
+    for first in range(0, len(runs), 50):
+        standin.add_runs(runs[first:first + 50])
+    [rule_id] = standin.add_rules([{"project_id": project}])
+    queries = standin.stats()["requests"].get("POST /api/v2/runs/query", 0)
+    result = run_lswh(stack.env, "backfill", "--rule", rule_id, "--since", "1h")
+    assert result.returncode == 0, result.stderr
+    assert "found 300, enqueued 300, already present 0, written 300" in result.stdout
+    per_page = DATA_PAGE_BYTES // len(orjson.dumps({"q": blob, "i": 100}))
+    expected = 1 + -(-(300 - FIRST_DATA_PAGE) // per_page)
+    assert standin.stats()["requests"]["POST /api/v2/runs/query"] - queries == expected
+    examples = stack.standin.examples_by_run([r["id"] for r in runs], stack.dataset)
+    assert all(examples[r["id"]][0]["inputs"] == {"q": blob, "i": i} for i, r in enumerate(runs))
 
 
 def test_dry_run_only_counts_following_the_cursor_past_one_page(stack: Pipeline, standin: StandIn) -> None:

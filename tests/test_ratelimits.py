@@ -19,16 +19,20 @@ RUN = "6ab80f10-d79c-4fa2-b441-922ed6feb630"
     ("GET", f"https://api.smith.langchain.com/runs/{RUN}", "run_read"),
     ("GET", f"https://ls.example.com/langsmith/api/v1/runs/{RUN}/", "run_read"),
     ("GET", f"/runs/{RUN}?exclude_s3_stored_attributes=true", "run_read"),
-    # the SDK's v2 retrieve (client.runs.retrieve_v2) looks one run up by UUID
-    ("GET", f"/api/v2/runs/{RUN}?project_id=p&selects=INPUTS", "run_read"),
+    # the SDK's v2 retrieve (client.runs.retrieve_v2): its own row since langchain-ai/docs#5652, 300 / 10
+    ("GET", f"/api/v2/runs/{RUN}?project_id=p&selects=INPUTS", "v2_run_read"),
+    ("GET", f"https://ls.example.com/langsmith/api/v2/runs/{RUN}/", "v2_run_read"),
     ("GET", f"/runs/{RUN}/share", "other"),
     ("GET", f"/api/v2/runs/{RUN}/url", "other"),
     ("GET", "/runs/not-a-run-id", "other"),
-    # POST /runs/query: "Run query (API)", 15 / 10; the v2 query counts the same
+    # POST /runs/query: "Run query (API)", 15 / 10
     ("POST", "/runs/query", "run_query"),
     ("POST", "/api/v1/runs/query", "run_query"),
-    ("POST", "/api/v2/runs/query", "run_query"),
-    ("POST", "https://eu.api.smith.langchain.com/api/v2/runs/query", "run_query"),
+    ("POST", "https://ls.example.com/langsmith/api/runs/query", "run_query"),
+    # the SDK's v2 query (client.runs.query_v2): its own row since langchain-ai/docs#5652, 300 / 10
+    ("POST", "/api/v2/runs/query", "v2_run_query"),
+    ("POST", "https://eu.api.smith.langchain.com/api/v2/runs/query", "v2_run_query"),
+    ("POST", "https://ls.example.com/langsmith/api/v2/runs/query?x=1", "v2_run_query"),
     ("GET", "/runs/query", "other"),
     # PATCH containing /runs: 2000 / 10
     ("PATCH", f"/runs/{RUN}", "runs_patch"),
@@ -55,6 +59,8 @@ def test_defaults_are_langsmith_clouds_published_limits() -> None:
     assert dict(DEFAULT_LIMITS) == {
         "run_read": Limit(30, 60.0),
         "run_query": Limit(15, 10.0),
+        "v2_run_read": Limit(300, 10.0),
+        "v2_run_query": Limit(300, 10.0),
         "runs_patch": Limit(2000, 10.0),
         "examples_get": Limit(5000, 60.0),
         "other": Limit(1000, 10.0),
@@ -71,9 +77,25 @@ def test_named_routes_override_and_the_rest_keep_their_defaults() -> None:
     assert limits == {
         "run_read": Limit(120, 60.0),
         "run_query": Limit(60, 10.0),
+        "v2_run_read": Limit(120, 60.0),
+        "v2_run_query": Limit(60, 10.0),
         "runs_patch": DEFAULT_LIMITS["runs_patch"],
         "other": Limit(100, 1.0),
     }
+
+
+def test_older_names_keep_governing_the_v2_routes_unless_those_are_named() -> None:
+    """`run_query` / `run_read` set the v2 query and retrieve as they did before those had rows of
+    their own; naming a v2 route sets it apart, in either order."""
+    assert parse_limits("run_query=60/10s")["v2_run_query"] == Limit(60, 10.0)
+    assert parse_limits("run_read=off").keys() == DEFAULT_LIMITS.keys() - {"run_read", "v2_run_read"}
+    apart = parse_limits("v2_run_query=250/10s,run_query=10/10s,run_read=off")
+    assert (apart["run_query"], apart["v2_run_query"]) == (Limit(10, 10.0), Limit(250, 10.0))
+    assert "run_read" not in apart and "v2_run_read" not in apart
+    alone = parse_limits("v2_run_read=100/10s")
+    assert (alone["run_read"], alone["v2_run_read"]) == (DEFAULT_LIMITS["run_read"], Limit(100, 10.0))
+    assert parse_limits("run_query=5/10s,v2_run_query=off")["run_query"] == Limit(5, 10.0)
+    assert "v2_run_query" not in parse_limits("run_query=5/10s,v2_run_query=off")
 
 
 @pytest.mark.parametrize(("value", "limit"), [
@@ -95,7 +117,8 @@ def test_off_alone_switches_every_budget_off() -> None:
 
 
 def test_formatted_limits_parse_back() -> None:
-    for limits in (dict(DEFAULT_LIMITS), parse_limits("run_read=off,other=3/500ms,run_query=1/1.5s"), {}):
+    for limits in (dict(DEFAULT_LIMITS), parse_limits("run_read=off,other=3/500ms,run_query=1/1.5s"),
+                   parse_limits("run_query=1/1.5s,v2_run_query=off"), {}):
         assert parse_limits(format_limits(limits)) == limits
 
 

@@ -35,10 +35,10 @@ def get(standin: StandIn, path: str, key: str) -> httpx.Response:
     [
         ("GET", f"/runs/{uuid.uuid4()}", "run_lookup"),
         ("GET", f"/api/v1/runs/{uuid.uuid4()}", "run_lookup"),
-        ("GET", f"/api/v2/runs/{uuid.uuid4()}", "run_lookup"),
+        ("GET", f"/api/v2/runs/{uuid.uuid4()}", "v2_run_lookup"),
         ("POST", "/runs/query", "run_query"),
         ("POST", "/api/v1/runs/query", "run_query"),
-        ("POST", "/api/v2/runs/query", "run_query"),
+        ("POST", "/api/v2/runs/query", "v2_run_query"),
         ("PATCH", f"/runs/{uuid.uuid4()}", "run_patch"),
         ("GET", "/examples", "examples_get"),
         ("GET", f"/v1/platform/datasets/{uuid.uuid4()}/examples", "examples_get"),
@@ -55,6 +55,8 @@ def test_each_request_falls_under_its_row_of_the_cloud_table(method: str, path: 
 def test_cloud_table_figures_are_the_docs_ones() -> None:
     assert CLOUD_LIMITS["run_lookup"] == Limit(30, 60)
     assert CLOUD_LIMITS["run_query"] == Limit(15, 10)
+    assert CLOUD_LIMITS["v2_run_query"] == Limit(300, 10)  # langchain-ai/docs#5652
+    assert CLOUD_LIMITS["v2_run_lookup"] == Limit(300, 10)  # langchain-ai/docs#5652
     assert CLOUD_LIMITS["run_patch"] == Limit(2000, 10)
     assert CLOUD_LIMITS["examples_get"] == Limit(5000, 60)
     assert CLOUD_LIMITS["default"] == Limit(1000, 10)
@@ -106,15 +108,27 @@ def test_run_lookups_are_limited_to_30_a_minute_per_key_without_retry_after(fres
     assert stats["requests"]["GET /runs/{run_id}"] == 32
 
 
-def test_v1_and_v2_run_queries_share_15_per_10_seconds(fresh: StandIn) -> None:
+def test_v1_run_queries_allow_15_per_10_seconds_and_v2_ones_have_their_own_300(fresh: StandIn) -> None:
     key = fresh_key()
     v1 = {"session": [str(uuid.uuid4())], "limit": 10}
     v2 = {"project_ids": [str(uuid.uuid4())]}
-    answers = [fresh.http.post("/runs/query", json=v1, headers={"x-api-key": key}).status_code for _ in range(10)]
-    answers += [fresh.http.post("/api/v2/runs/query", json=v2, headers={"x-api-key": key}).status_code
-                for _ in range(6)]
+    answers = [fresh.http.post("/runs/query", json=v1, headers={"x-api-key": key}).status_code for _ in range(16)]
     assert answers == [200] * 15 + [429]
-    assert fresh.stats()["rate_limited"] == {"POST /api/v2/runs/query": 1}
+    v2_answers = [fresh.http.post("/api/v2/runs/query", json=v2, headers={"x-api-key": key})
+                  for _ in range(301)]
+    assert [a.status_code for a in v2_answers] == [200] * 300 + [429]
+    assert "retry-after" not in v2_answers[-1].headers
+    assert fresh.stats()["rate_limited"] == {"POST /runs/query": 1, "POST /api/v2/runs/query": 1}
+
+
+def test_v2_retrieves_allow_300_per_10_seconds_apart_from_v1_lookups(fresh: StandIn) -> None:
+    key = fresh_key()
+    fresh.limits(run_lookup=(2, 60))
+    assert [get(fresh, RUN, key).status_code for _ in range(3)] == [200, 200, 429]
+    project = next(r["session_id"] for r in fresh.runs() if r["id"] == FIXTURE_RUN_ID)
+    v2 = [get(fresh, f"/api/v2{RUN}?project_id={project}", key) for _ in range(301)]
+    assert [a.status_code for a in v2] == [200] * 300 + [429]
+    assert "retry-after" not in v2[-1].headers
 
 
 def test_self_hosted_spelling_shares_the_run_lookup_window(fresh: StandIn) -> None:

@@ -61,3 +61,43 @@ def test_a_synthetic_delivery_is_stored_and_enqueued_as_the_ingress_does(db: red
     assert job.description == contract.delivery_job_description(delivery_id, 3)
     assert (job.timeout, job.retries_left, len(job.retry_intervals or [])) == (120, 3, 3)
     assert job.failure_ttl == settings.failed_keep_seconds and job.result_ttl == contract.FINISHED_JOB_TTL
+
+
+def with_data(n: int, size: int) -> list[dict[str, object]]:
+    return [{**run, "inputs": {"q": "x" * size}, "outputs": {"a": i}} for i, run in enumerate(locators(n))]
+
+
+def test_runs_read_with_their_data_carry_it_inline_within_the_body_limit() -> None:
+    runs = with_data(40, 1_000)
+    bodies = synthetic.bodies("rule", runs, source="backfill", start=T0, end=T1, created_at=T1, max_bytes=10_000)
+    assert all(len(b) <= 10_000 for b in bodies)
+    assert len(bodies) > 4  # cut by size, not by the 1,000-run count
+    carried = [run for body in bodies for run in orjson.loads(body)["runs"]]
+    assert carried == runs  # every run once, in order, its data inline
+    assert sorted({orjson.loads(b)["lswh_chunk"] for b in bodies}) == list(range(len(bodies)))
+
+
+def test_a_run_too_large_for_any_body_travels_as_its_locator() -> None:
+    runs = with_data(3, 100)
+    runs[1] = {**runs[1], "inputs": {"q": "y" * 20_000}}
+    bodies = synthetic.bodies("rule", runs, source="backfill", start=T0, end=T1, created_at=T1, max_bytes=10_000)
+    assert all(len(b) <= 10_000 for b in bodies)
+    carried = [run for body in bodies for run in orjson.loads(body)["runs"]]
+    assert [r["id"] for r in carried] == ["run-0", "run-1", "run-2"]
+    assert "inputs" not in carried[1] and "outputs" not in carried[1]  # the job path reads it through the API
+    assert carried[0] == runs[0] and carried[2] == runs[2]
+
+
+def test_a_feeder_enqueues_each_page_as_its_own_deliveries(db: redis.Redis) -> None:
+    settings = Settings(max_body_bytes=50_000)
+    feeder = synthetic.Feeder(db, settings, "rule", source="backfill", start=T0, end=T1)
+    first = feeder.add(with_data(60, 1_000))
+    second = feeder.add(with_data(30, 1_000))
+    assert (sum(n for _, n in first), sum(n for _, n in second)) == (60, 30)
+    assert len(first) == 2  # 60 KB of data: two bodies of at most 50 KB
+    ids = [d for d, _ in feeder.fed]
+    assert ids == [d for d, _ in first + second] and len(set(ids)) == len(ids)
+    for delivery_id in ids:
+        body = db.get(contract.delivery_key(delivery_id))
+        assert body is not None and len(body) <= settings.max_body_bytes
+    assert len({orjson.loads(db.get(contract.delivery_key(d)) or b"")["lswh_chunk"] for d in ids}) == len(ids)

@@ -52,9 +52,19 @@ WINDOW_SLACK = dt.timedelta(seconds=1)
 # SDK client.py `Client.annotation_queues`: "The items endpoints landed in backend 0.16.14".
 QUEUE_ITEMS_VERSION = "0.16.14"
 RULES_PAGE = 100  # GET /api/v2/runs/rules pages at most 100 rules
-MATCH_PAGE = 100  # locators per page of a rule's matching runs (small rows; keeps each answer quick)
-# What a backfilled run needs in its synthetic delivery: the job path reads the rest in bulk.
+# Runs per page of a rule's matching runs: query_v2's maximum, so a backfill of 10,000 runs lists
+# them in about 10 requests (bench/backfill.py).
+MATCH_PAGE = V2_QUERY_PAGE_MAX
+# A listing with inputs and outputs (a backfill) holds one page at a time, so its pages are sized
+# by bytes: the first is small, each next one as many runs as fit DATA_PAGE_BYTES at the last
+# page's bytes per run (query_v2: `page_size` is "the maximum number of runs to return in this
+# response", each request its own). Runs up to 16 KB still go 1,000 a page; 256 KB runs 64.
+FIRST_DATA_PAGE = 100
+DATA_PAGE_BYTES = 16 * 1024 * 1024
+# What a reconciled run needs in its synthetic delivery: the job path reads the rest in bulk.
 LOCATOR_SELECTS: list[RunSelectField] = ["ID", "PROJECT_ID", "START_TIME", "TRACE_ID", "NAME"]
+# A backfill reads inputs and outputs while listing and hands them on (workers/synthetic.py).
+DATA_SELECTS: list[RunSelectField] = [*LOCATOR_SELECTS, "INPUTS", "OUTPUTS"]
 
 
 class QueryBackend(enum.Enum):
@@ -148,17 +158,26 @@ def points_at(url: str, public_url: str) -> bool:
 
 @dataclass(frozen=True)
 class Locator:
-    """A matched run as a synthetic delivery carries it (the job path reads the rest in bulk)."""
+    """A matched run as a synthetic delivery carries it: where to find it, and its inputs and
+    outputs when they were read with it (the job path takes those inline and reads the rest)."""
 
     id: str
     session_id: str | None
     start_time: str | None
     trace_id: str | None
     name: str | None
+    inputs: dict[str, Any] | None = None
+    outputs: dict[str, Any] | None = None
 
     def as_run(self) -> dict[str, Any]:
-        return {"id": self.id, "session_id": self.session_id, "start_time": self.start_time,
-                "trace_id": self.trace_id, "name": self.name}
+        run: dict[str, Any] = {"id": self.id, "session_id": self.session_id, "start_time": self.start_time,
+                               "trace_id": self.trace_id, "name": self.name}
+        # Only values read: a null here would be taken as unknown and read again, so it is left out.
+        if self.inputs is not None:
+            run["inputs"] = self.inputs
+        if self.outputs is not None:
+            run["outputs"] = self.outputs
+        return run
 
 
 def _locator(run: Any) -> Locator:
@@ -166,7 +185,19 @@ def _locator(run: Any) -> Locator:
     start = get("start_time")
     start_text = start.isoformat() if isinstance(start, dt.datetime) else _text(start)
     return Locator(id=str(get("id")), session_id=_text(get("project_id")), start_time=start_text,
-                   trace_id=_text(get("trace_id")), name=_text(get("name")))
+                   trace_id=_text(get("trace_id")), name=_text(get("name")),
+                   inputs=_dict_or_none(get("inputs")), outputs=_dict_or_none(get("outputs")))
+
+
+def _data_bytes(locator: Locator) -> int:
+    return sum(len(orjson.dumps(value)) for value in (locator.inputs, locator.outputs) if value is not None)
+
+
+def next_data_page(held_bytes: int, runs: int) -> int:
+    """Runs in the next page of a listing with data: as many as fit DATA_PAGE_BYTES at the last
+    page's bytes per run, between 1 and MATCH_PAGE."""
+    per_run = max(1, held_bytes // max(1, runs))
+    return max(1, min(MATCH_PAGE, DATA_PAGE_BYTES // per_run))
 
 
 def _text(value: Any) -> str | None:
@@ -419,11 +450,12 @@ class LangSmith:
 
     async def match_runs(self, rule: RuleInfo, *, start: dt.datetime, end: dt.datetime,
                          feedback_since: dt.datetime | None = None, feedback_until: dt.datetime | None = None,
-                         filter: str | None = None) -> AsyncIterator[Locator]:
+                         filter: str | None = None, with_data: bool = False) -> AsyncIterator[Locator]:
         """Locators of the runs the rule's source and filters match with a start time in
         [start, end], following the cursor (the window is explicit: the query's default is the last
         day). `filter` replaces the rule's own (e.g. with a feedback condition added, which the
-        feedback-modified bounds need)."""
+        feedback-modified bounds need). `with_data` reads each run's inputs and outputs too, in the
+        same pages (a backfill hands them to the job path instead of reading every run twice)."""
         source: dict[str, Any] = ({"project_ids": [rule.project_id]} if rule.project_id
                                   else {"reference_dataset_id": rule.dataset_id})
         # RFC 3339 with an offset: the generated client sends a naive datetime without one.
@@ -432,10 +464,27 @@ class LangSmith:
             "filter": filter if filter is not None else rule.filter, "trace_filter": rule.trace_filter,
             "tree_filter": rule.tree_filter, "min_feedback_modified_at": since, "max_feedback_modified_at": until}
         query: dict[str, Any] = {**source, **{k: v for k, v in optional.items() if v is not None}}
-        pager = self.v2().runs.query_v2(min_start_time=times.aware(start), max_start_time=times.aware(end),
-                                        selects=LOCATOR_SELECTS, page_size=MATCH_PAGE, **query)
-        async for run in pager:
-            yield _locator(run)
+        start, end = times.aware(start), times.aware(end)
+        if not with_data:
+            pager = self.v2().runs.query_v2(min_start_time=start, max_start_time=end, selects=LOCATOR_SELECTS,
+                                            page_size=MATCH_PAGE, **query)
+            async for run in pager:
+                yield _locator(run)
+            return
+        size, cursor = FIRST_DATA_PAGE, None
+        while True:
+            after: dict[str, Any] = {"cursor": cursor} if cursor else {}
+            page = await self.v2().runs.query_v2(min_start_time=start, max_start_time=end, selects=DATA_SELECTS,
+                                                 page_size=size, **after, **query)
+            held = 0
+            for run in page.items:
+                locator = _locator(run)
+                held += _data_bytes(locator)
+                yield locator
+            cursor = page.next_cursor
+            if not cursor or not page.items:
+                return
+            size = next_data_page(held, len(page.items))
 
     # --- feedback -----------------------------------------------------------------------
 

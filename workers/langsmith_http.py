@@ -103,8 +103,10 @@ class Attempts:
         self.started = 0.0
 
     def waited(self, seconds: float) -> None:
-        """Budget was taken (after `seconds` of waiting); the attempt starts now."""
-        if self.recorder is not None and seconds:
+        """Budget was taken (after `seconds` of waiting); the attempt starts now. A grant without
+        waiting is recorded too (0 s), so the histogram's count is every budgeted attempt, per
+        route, and the share that waited can be read from its buckets."""
+        if self.recorder is not None and self.budget is not None:
             self.recorder.budget_wait(self.route, seconds)
         self.started = time.perf_counter()
 

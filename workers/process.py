@@ -40,9 +40,11 @@ from workers.writer import SKIPPED, Outcome, Outcomes, resolve_dataset
 # (objects are fetched only until a slice holds that much), not by the run count.
 SLICE_RUNS = 500
 SLICE_BYTES = 16 * 1024 * 1024
-# Runs per bulk read through the API: a page of runs with inputs and outputs can be large, so
-# pages stay small whatever the slice (LangSmith's v2 query allows up to 1,000).
-API_PAGE = 100
+# Runs per bulk read through the API: one v2 page per slice (LangSmith's v2 query allows up to
+# 1,000; the v1 query 100). Memory does not change with the page: a slice's pages are read together
+# (LangSmith.read_runs gathers them) and the slice holds every run read until it is written, so
+# the bound is SLICE_RUNS runs, in one page or in five; fewer pages cost fewer requests.
+API_PAGE = SLICE_RUNS
 
 
 async def _hydrate_bounded(hydrator: Hydrator, pending: list[tuple[Hydrated, tuple[str, ...]]], max_bytes: int

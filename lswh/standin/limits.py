@@ -6,11 +6,15 @@ Source: docs "API rate limits" (https://docs.langchain.com/langsmith/cloud-rate-
 order. A 429 from these limits carries no `Retry-After` (the docs name none, and the load balancer
 sends none).
 
+The SmithDB-backed v2 runs endpoints have rows of their own since August 2026: docs PR
+langchain-ai/docs#5652 ("Document dedicated rate limits for SmithDB-backed v2 runs endpoints", merged
+2026-08-24) gives `POST /api/v2/runs/query` 300 per 10 s (was the run query's 15 per 10 s) and
+`GET /api/v2/runs/{id}` 300 per 10 s (was the run lookup's 30 per 60 s), keyed by `x-api-key` like the
+v1 rows, answered like every other row: 429, no `Retry-After`.
+
 Decisions where the table is silent, each the stricter reading so that a client that stays under the
 stand-in's limits stays under Cloud's:
-- `POST /api/v2/runs/query` is a run query ("Run query (API): API key-based run query operations").
-- `GET /api/v2/runs/{id}` is a run lookup ("Run lookup: Retrieving specific runs by UUID"), 30 per 60 s,
-  although the row names only `/runs/{uuid}` and `/api/v1/runs/{uuid}`.
+- The v1 and v2 rows are separate windows (the PR gives the v2 endpoints "dedicated" limits).
 - The window slides: at no moment have more than `count` requests been admitted in the last `seconds`
   (the docs' older text describes a window that restarts; a sliding one is never looser). A refused
   request does not use up budget.
@@ -36,21 +40,29 @@ class Limit:
 # name -> the docs' figure for the US and EU regions (identical for these rows).
 CLOUD_LIMITS: dict[str, Limit] = {
     "info": Limit(2000, 10),  # OPTIONS, /info: by IP
-    "run_query": Limit(15, 10),  # POST /runs/query, x-api-key
+    "run_query": Limit(15, 10),  # POST /runs/query, /api/v1/runs/query, x-api-key
+    "v2_run_query": Limit(300, 10),  # POST /api/v2/runs/query: langchain-ai/docs#5652 (2026-08-24)
+    "v2_run_lookup": Limit(300, 10),  # GET /api/v2/runs/{uuid}: langchain-ai/docs#5652 (2026-08-24)
     "run_patch": Limit(2000, 10),  # PATCH containing /runs
     "run_lookup": Limit(30, 60),  # GET /runs/{uuid} or /api/v1/runs/{uuid}
     "examples_get": Limit(5000, 60),  # GET containing /examples
     "default": Limit(1000, 10),  # any request with x-api-key
 }
 
-_RUN_QUERY = re.compile(r"^(/api/v1|/api/v2)?/runs/query/?$")
-_RUN_LOOKUP = re.compile(rf"^(/api/v1|/api/v2)?/runs/{UUID_RE}/?$")
+_RUN_QUERY = re.compile(r"^(/api/v1)?/runs/query/?$")
+_RUN_LOOKUP = re.compile(rf"^(/api/v1)?/runs/{UUID_RE}/?$")
+_V2_RUN_QUERY = re.compile(r"^/api/v2/runs/query/?$")
+_V2_RUN_LOOKUP = re.compile(rf"^/api/v2/runs/{UUID_RE}/?$")
 
 
 def category(method: str, path: str) -> str:
     """Which row of the table a request falls under (the first that matches, in table order)."""
     if path.rstrip("/") == "/info" or method == "OPTIONS":
         return "info"
+    if method == "POST" and _V2_RUN_QUERY.match(path):
+        return "v2_run_query"
+    if method == "GET" and _V2_RUN_LOOKUP.match(path):
+        return "v2_run_lookup"
     if method == "POST" and _RUN_QUERY.match(path):
         return "run_query"
     if method == "PATCH" and "/runs" in path:

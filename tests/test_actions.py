@@ -32,8 +32,9 @@ def test_dataset_examples_carry_the_split_only_when_set() -> None:
 
 def test_queue_item_locates_the_run_by_project_and_start_time_when_known() -> None:
     run = {"id": RUN, "session_id": "p-1", "start_time": "2024-04-05T01:28:54.734491", "inputs": {"big": "x"}}
+    # A naive webhook time is UTC, sent with its offset (lswh_core/times.py).
     assert queue_item(run) == {"item_type": "RUN", "run_id": RUN, "project_id": "p-1",
-                               "start_time": "2024-04-05T01:28:54.734491"}
+                               "start_time": "2024-04-05T01:28:54.734491+00:00"}
     assert queue_item({"id": RUN}) == {"item_type": "RUN", "run_id": RUN}
 
 

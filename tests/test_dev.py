@@ -139,7 +139,7 @@ def test_dashboard_answers(start_dev):
 def test_the_secret_is_printed_only_in_the_webhook_url_line(start_dev):
     proc, urls = start_dev()
     secret = parse_qs(urlsplit(urls["Webhook URL"]).query)["secret"][0]
-    assert httpx.post(urls["Webhook URL"], content=b"{}", timeout=5).status_code == 400
+    assert httpx.post(urls["Webhook URL"], content=b"[]", timeout=5).status_code == 400  # not an object
     stop(proc, signal.SIGINT)
     assert proc.output().count(secret) == 1
 

@@ -25,6 +25,7 @@ runs) and of each worker (at the end, seeding included). `--input-kb 256` gives 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import tarfile
@@ -116,6 +117,8 @@ def run(rounds: int, runs: int, workers: int, baseline_rev: str | None, baseline
     finally:
         standin.stop()
         redis_server.stop()
+        if baseline_path is not None:
+            shutil.rmtree(baseline_path, ignore_errors=True)
     seconds = statistics.median(r.seconds for r in ours)
     per_1000 = statistics.median(r.requests_per_1000 for r in ours)
     lines = [

@@ -37,13 +37,13 @@ Rows with their own budget that the pipeline never calls (`/runs/stats` 1/10, `D
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
 from lswh_core.errors import SettingsError
+from lswh_core.ids import is_uuid
 
 VARIABLE = "LSWH_LANGSMITH_RATE_LIMITS"
 
@@ -112,7 +112,7 @@ def route_of(method: str, path: str) -> str:
         return V2_RUN_QUERY if v2 else RUN_QUERY
     if method == "PATCH" and "/runs" in path:
         return RUNS_PATCH
-    if method == "GET" and len(segments) == 2 and segments[0] == "runs" and _is_uuid(segments[1]):
+    if method == "GET" and len(segments) == 2 and segments[0] == "runs" and is_uuid(segments[1]):
         return V2_RUN_READ if v2 else RUN_READ
     if method == "GET" and "/examples" in path:
         return EXAMPLES_GET
@@ -195,10 +195,3 @@ def _duration(seconds: float) -> str:
         return f"{seconds * 1000:g}ms"
     return f"{seconds:g}s"
 
-
-def _is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True

@@ -14,7 +14,6 @@ import logging
 import math
 import time
 import traceback
-import uuid
 from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any
@@ -28,6 +27,7 @@ from rq.registry import FailedJobRegistry
 from rq.utils import now
 
 from lswh_core import contract
+from lswh_core.ids import is_uuid
 from lswh_core.logs import log_context
 from lswh_core.redact import redact
 from workers import accounting, received, threads
@@ -141,7 +141,7 @@ def _plan(runtime: Runtime, delivery_id: str, delivery: dict[str, Any], rule_id:
     if has_runs and (delivery.get("lswh_source") or not rule_id):
         return None  # backfill and reconciliation never feed a thread rule; without a rule, no group_by
     rule, unread = None, None
-    if isinstance(rule_id, str) and _is_uuid(rule_id):  # LangSmith's rule ids are UUIDs
+    if isinstance(rule_id, str) and is_uuid(rule_id):  # LangSmith's rule ids are UUIDs
         try:
             rule, unread = runtime.run(threads.rule_of(runtime, rule_id, fresh=not has_runs))
         except RunError as exc:  # transient: the job is retried
@@ -154,13 +154,6 @@ def _plan(runtime: Runtime, delivery_id: str, delivery: dict[str, Any], rule_id:
         threads.log_first_shape(runtime.redis, plan.rule.id, delivery, runtime.settings.keep_seconds)
     return plan
 
-
-def _is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _process_delivery_threads(runtime: Runtime, delivery_id: str, plan: threads.Plan) -> str:

@@ -17,6 +17,8 @@ if ! have "$prefix/debian:$suite"; then
   root="$(mktemp -d /var/tmp/lswh-ci-rootfs.XXXXXX)"
   trap 'rm -rf "$root"' EXIT
   echo "bases.sh: debootstrap $suite (minbase) from $mirror" >&2
+  # mktemp made the directory 0700: it becomes the image's /, which every user must traverse.
+  chmod 755 "$root"
   debootstrap --variant=minbase "$suite" "$root" "$mirror" >/dev/null
   # No daemons started by package scripts inside a build; no recommends, no apt caches kept.
   printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"

@@ -381,6 +381,9 @@ def scale_and_survive(stack: Stack) -> None:
         assert statuses == [202] * 200
         run_ids = [r["id"] for body in bodies for r in body["runs"]]
         assert_exactly_once(stack.wait_landed(run_ids, 400, "2,000 examples"), run_ids)
+        usage = stack.run("docker", "stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}",
+                          *stack.dc("ps", "-q").stdout.split()).stdout
+        stack.report("compose test: memory after the load (README sizes mem_limit):\n" + usage.strip())
         stack.dc("up", "-d", "--no-build")  # the killed container back, if its restart policy has not
         stack.wait(lambda: len(stack.workers()) == 3, 120, "3 registered workers again")
 

@@ -1,6 +1,11 @@
 # One image for every Python service of the stack: the ingress, the workers and rq-dashboard
 # differ only by their command (see docker-compose.yml and deploy/k8s/).
-FROM python:3.12-slim
+# The base is a build argument, so a registry mirror or a hardened base needs no edit:
+#   docker build --build-arg PYTHON_IMAGE=registry.example.com/python:3.12-slim .
+# (compose passes PYTHON_IMAGE from .env). Any Debian-based image with `python` (>= 3.11, with
+# venv) on PATH and apt-get works; the compose test builds from Debian bookworm's python3.
+ARG PYTHON_IMAGE=python:3.12-slim
+FROM ${PYTHON_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -77,6 +77,8 @@ def dev(args: argparse.Namespace) -> int:
 
 
 def healthcheck(args: argparse.Namespace) -> int:
+    if args.worker:
+        return worker_healthcheck(args)
     import urllib.request
 
     # No proxies: a container's HTTP_PROXY must not route a check of localhost elsewhere.
@@ -86,6 +88,22 @@ def healthcheck(args: argparse.Namespace) -> int:
             return 0 if response.status == 200 else 1
     except (OSError, ValueError):
         return 1
+
+
+def worker_healthcheck(args: argparse.Namespace) -> int:
+    """Exit 0 when this container's worker has a fresh heartbeat in Redis (lswh/health.py)."""
+    from lswh.health import worker_health
+    from lswh_core.redis import sync_redis
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"lswh healthcheck: {exc}", file=sys.stderr)
+        return 2
+    connection = sync_redis(settings.redis_url, socket_timeout=3)
+    alive, why = worker_health(connection, max_age=args.max_age)
+    print(f"lswh healthcheck: {why}", file=sys.stdout if alive else sys.stderr)
+    return 0 if alive else 1
 
 
 def status(args: argparse.Namespace) -> int:
@@ -245,8 +263,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.set_defaults(func=dev)
 
-    p = commands.add_parser("healthcheck", help="exit 0 if the URL answers 200 within 2 s, else 1")
+    p = commands.add_parser("healthcheck", help="exit 0 if the URL answers 200 within 2 s, else 1; "
+                            "with --worker: if this container's worker has a fresh heartbeat in Redis")
     p.add_argument("--url", default="http://127.0.0.1:8000/readyz")
+    p.add_argument("--worker", action="store_true",
+                   help="check the worker registered from this host (REDIS_URL) instead of a URL")
+    p.add_argument("--max-age", type=float, default=60.0, metavar="SECONDS",
+                   help="with --worker: oldest heartbeat that still counts as alive (default 60)")
     p.set_defaults(func=healthcheck)
 
     p = commands.add_parser("status", help="queue, workers, failed jobs by reason; or one delivery's runs")

@@ -194,16 +194,65 @@ def test_redis_persists_with_aof_every_second_and_never_evicts() -> None:
     assert "--maxmemory-policy noeviction" in command
 
 
+def image_default(reference: str, variable: str) -> str:
+    """The default of an image given as `${VARIABLE:-default}`: every image is a variable."""
+    match = re.fullmatch(r"\$\{" + variable + r":-([^}]+)\}", reference)
+    assert match, f"{reference!r} is not ${{{variable}:-...}}"
+    return match.group(1)
+
+
 def test_redis_is_a_redis_7_image_with_a_named_volume_and_no_published_port() -> None:
     redis = service("redis")
-    assert re.fullmatch(r"redis:7(\.\d+)*(-[a-z0-9.]+)?", redis["image"])
+    assert re.fullmatch(r"redis:7(\.\d+)*(-[a-z0-9.]+)?", image_default(redis["image"], "REDIS_IMAGE"))
     volumes = [v.split(":") for v in redis["volumes"]]
     assert any(target == "/data" and source in compose()["volumes"] for source, target, *_ in volumes)
     assert "ports" not in redis
 
 
+def test_redis_states_its_protection_in_the_command() -> None:
+    # No password, so protected mode must be off to serve the other containers, and only
+    # because no port is published (a config-less redis-server outside the official image
+    # refuses every non-loopback client otherwise).
+    redis = service("redis")
+    command = " ".join(redis["command"])
+    assert "--protected-mode no" in command and "--requirepass" not in command
+    assert "ports" not in redis
+    assert "--dir /data" in command
+
+
+def test_every_image_is_a_variable_with_todays_default() -> None:
+    assert image_default(service("redis")["image"], "REDIS_IMAGE") == "redis:7.4-alpine"
+    assert image_default(service("prometheus")["image"], "PROMETHEUS_IMAGE") == "prom/prometheus:v2.55.1"
+    assert image_default(service("tls")["image"], "NGINX_IMAGE") == "nginx:1.28-alpine"
+    for name in PYTHON_SERVICES:
+        assert service(name)["build"]["args"]["PYTHON_IMAGE"] == "${PYTHON_IMAGE:-python:3.12-slim}", name
+
+
+def test_every_service_rotates_its_logs_and_has_a_memory_limit() -> None:
+    for name, svc in compose()["services"].items():
+        logging = svc["logging"]
+        assert logging["driver"] == "json-file", name
+        assert re.fullmatch(r"\d+m", logging["options"]["max-size"]) and int(logging["options"]["max-file"]) >= 1, name
+        # mem_limit, not deploy.resources: compose v1 applies it without --compatibility.
+        assert re.fullmatch(r"(\$\{[A-Z_]+:-)?\d+[mg]\}?", str(svc["mem_limit"])), name
+
+
+def test_worker_count_comes_from_env_and_survives_a_plain_up() -> None:
+    # `scale` is read by compose v1 (1.29) and v2 on every `up`; deploy.replicas only by v2
+    # (v1 needs --compatibility), so it is not used.
+    worker = service("worker")
+    assert worker["scale"] == "${LSWH_WORKERS:-2}"
+    assert env_example_values()["LSWH_WORKERS"] == "2"
+
+
+def test_worker_healthcheck_asks_for_its_heartbeat() -> None:
+    worker = service("worker")
+    assert worker["healthcheck"]["test"] == ["CMD", "lswh", "healthcheck", "--worker"]
+    assert worker["healthcheck"].get("start_period")
+
+
 def test_redis_ingress_and_dashboard_have_healthchecks() -> None:
-    for name in ("redis", "ingress", "dashboard"):
+    for name in ("redis", "ingress", "dashboard", "worker"):
         test = service(name)["healthcheck"]["test"]
         assert test[0] in ("CMD", "CMD-SHELL") and len(test) > 1, name
 
@@ -212,7 +261,8 @@ def test_ingress_runs_on_all_interfaces_and_publishes_port_8000() -> None:
     ingress = service("ingress")
     assert ingress["command"][:2] == ["lswh", "ingress"]
     assert ingress["command"][ingress["command"].index("--host") + 1] == "0.0.0.0"
-    assert any(str(p).split(":")[-1] == "8000" and str(p).split(":")[-2] == "8000" for p in ingress["ports"])
+    # Published on LSWH_PORT, 8000 by default (the test of the running stack uses another).
+    assert ingress["ports"] == ["${LSWH_PORT:-8000}:8000"]
 
 
 def test_ingress_healthcheck_asks_readyz_without_curl() -> None:
@@ -241,7 +291,7 @@ def test_dashboard_is_published_on_loopback_only() -> None:
 
 
 def test_python_services_run_the_one_image_built_from_the_dockerfile() -> None:
-    images = {(service(n)["image"], service(n)["build"]) for n in PYTHON_SERVICES}
+    images = {(service(n)["image"], service(n)["build"]["context"]) for n in PYTHON_SERVICES}
     assert images == {("${LSWH_IMAGE:-langsmith-webhook-pipeline:latest}", ".")}
 
 
@@ -272,6 +322,12 @@ def test_every_variable_compose_reads_is_documented_in_env_example() -> None:
 # --- .env.example ------------------------------------------------------------------------
 
 
+def test_env_example_names_each_variable_once() -> None:
+    names = [m.group(1) for line in (ROOT / ".env.example").read_text().splitlines()
+             if (m := re.fullmatch(r"#?\s*([A-Z][A-Z0-9_]*)=.*", line.strip()))]
+    assert names and sorted({n for n in names if names.count(n) > 1}) == []
+
+
 def test_env_example_lists_every_spec_variable_with_a_comment() -> None:
     documented = env_example()
     for name in (*SPEC_VARIABLES, *DASHBOARD_VARIABLES):
@@ -299,8 +355,13 @@ def test_env_example_holds_no_secret_value() -> None:
 
 
 def test_dockerfile_builds_from_a_slim_python_of_the_supported_versions() -> None:
-    (base,) = [c for c in dockerfile_instructions() if c.cmd == "FROM"]
-    assert re.fullmatch(r"python:3\.1[12]-slim(-[a-z]+)?", base.value[0])
+    # The base is the PYTHON_IMAGE build argument, defaulting to the official slim Python.
+    steps = dockerfile_instructions()
+    (base,) = [c for c in steps if c.cmd == "FROM"]
+    assert base.value[0] == "${PYTHON_IMAGE}"
+    (arg,) = [c for c in steps if c.cmd == "ARG" and c.value[0].startswith("PYTHON_IMAGE=")]
+    assert arg.start_line < base.start_line
+    assert re.fullmatch(r"PYTHON_IMAGE=python:3\.1[12]-slim(-[a-z]+)?", arg.value[0])
 
 
 def test_image_runs_as_a_numeric_non_root_user() -> None:
@@ -365,6 +426,8 @@ def deployment_commands() -> list[list[str]]:
         container = k8s_container(deployment)
         commands.append(container["command"])
         commands.append(container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", []))
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            commands.append(container.get(probe, {}).get("exec", {}).get("command", []))
     return [c for c in commands if c]
 
 
@@ -452,9 +515,21 @@ def test_kubernetes_ingress_is_probed_on_readyz_and_healthz() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
+def test_kubernetes_worker_liveness_is_its_heartbeat() -> None:
+    container = k8s_container("lswh-worker")
+    for probe in ("startupProbe", "livenessProbe"):
+        assert container[probe]["exec"]["command"] == ["lswh", "healthcheck", "--worker"], probe
+        # The check itself may wait up to Redis's connect timeout: give it the time.
+        assert container[probe]["timeoutSeconds"] >= 5, probe
+    assert "readinessProbe" not in container  # a worker serves no traffic
+
+
 def test_kubernetes_worker_stops_gracefully_and_leaves_replicas_to_keda() -> None:
     deployment = k8s_object("Deployment", "lswh-worker")
     assert "replicas" not in deployment["spec"]
+    # The count is said in one place: the ScaledObject's bounds.
+    scaled = k8s_object("ScaledObject", "lswh-worker")["spec"]
+    assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert all(grace > timeout for timeout in job_timeouts())
 
@@ -618,7 +693,17 @@ def test_nginx_conf_never_logs_the_query_string_with_the_secret() -> None:
 
 def test_nginx_conf_proxies_to_the_compose_ingress_with_the_mounted_certificates() -> None:
     directives = nginx_directives()
-    assert ["ingress:8000", "resolve"] in directives["server"]
+    # nginx 1.22 has no `resolve` in an upstream: a variable makes it re-resolve the ingress.
+    assert ["$lswh_ingress", "http://ingress:8000"] in directives["set"]
+    assert all(args == ["$lswh_ingress"] for args in directives["proxy_pass"])
+    assert directives["resolver"]
+
+
+def test_nginx_conf_runs_on_nginx_1_22() -> None:
+    # `http2 on;` needs nginx >= 1.25.1: HTTP/2 is a `listen` parameter, which 1.22 knows.
+    directives = nginx_directives()
+    assert "http2" not in directives
+    assert ["443", "ssl", "http2"] in directives["listen"]
     tls = service("tls") if "tls" in compose()["services"] else None
     assert tls is not None
     mounts = {v.split(":")[1] for v in tls["volumes"]}

@@ -62,6 +62,26 @@ def test_live_worker_is_healthy_and_a_stopped_one_goes_unhealthy(stack: Pipeline
         stack.workers.remove(worker)
 
 
+def test_a_worker_waiting_for_langsmith_info_is_alive(stack: Pipeline) -> None:
+    """A worker that cannot read LangSmith's /info takes no jobs but is waiting, not dead
+    (workers/worker.py): its heartbeat goes on, so the liveness check never restarts it in a loop."""
+    stack.standin.fail_info(100_000)
+    worker = stack.add_worker()
+    try:
+        wait_until(lambda: "waiting for LangSmith /info" in worker.output(), timeout=60, interval=0.5,
+                   what="the worker to say it waits for /info")
+        waited_from = time.monotonic()
+        while time.monotonic() - waited_from < 20:  # past --max-age 12: only fresh beats pass
+            code, said = check(stack, "--max-age", "12")
+            assert code == 0, said
+            time.sleep(2)
+        assert "taking jobs" not in worker.output()
+    finally:
+        stack.standin.fail_info(0)
+        worker.stop()
+        stack.workers.remove(worker)
+
+
 def test_unreadable_redis_is_not_the_workers_fault(stack: Pipeline) -> None:
     started = time.monotonic()
     code, said = check(stack, redis_url=f"redis://127.0.0.1:{free_port()}/0")

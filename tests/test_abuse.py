@@ -493,5 +493,5 @@ def test_object_declaring_a_size_over_the_cap_is_not_read(fetcher: Pipeline, sta
 
 
 def test_docs_name_the_proxy_timeouts() -> None:
-    guarantees = Path(ROOT / "README.md").read_text()
+    guarantees = Path(ROOT / "docs" / "guarantees.md").read_text()
     assert "client_header_timeout" in guarantees and "client_body_timeout" in guarantees

@@ -383,7 +383,7 @@ def scale_and_survive(stack: Stack) -> None:
         assert_exactly_once(stack.wait_landed(run_ids, 400, "2,000 examples"), run_ids)
         usage = stack.run("docker", "stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}",
                           *stack.dc("ps", "-q").stdout.split()).stdout
-        stack.report("compose test: memory after the load (README sizes mem_limit):\n" + usage.strip())
+        stack.report("compose test: memory after the load (docs/production.md sizes mem_limit):\n" + usage.strip())
         stack.dc("up", "-d", "--no-build")  # the killed container back, if its restart policy has not
         stack.wait(lambda: len(stack.workers()) == 3, 120, "3 registered workers again")
 
@@ -533,7 +533,7 @@ def later_phases(stack: Stack) -> None:
             assert tls.get(f"{https}/metrics").status_code == 404
         with pytest.raises(httpx.ConnectError):  # the certificate is trusted only when given
             httpx.get(f"{https}/readyz", timeout=10)
-        # The same check a user runs (README "Production"):
+        # The same check a user runs (docs/production.md, "Compose, as the test runs it"):
         stack.run("curl", "-fsS", "--cacert", str(certs / "fullchain.pem"), f"{https}/readyz")
 
     with stack.phase("rq-dashboard: 401 without credentials, the unreadable run's reason with them"):

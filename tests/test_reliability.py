@@ -286,7 +286,7 @@ def durable_redis() -> Iterator[RedisServer]:
 
 
 # LangSmith counts a slower answer as failed: the one bound these tests hold the ingress to is
-# that an answer arrives before it, as a client timeout (the ~2 s it takes is the README's figure).
+# that an answer arrives before it, as a client timeout (the ~2 s it takes is docs/guarantees.md's figure).
 LANGSMITH_DEADLINE = 5.0
 
 

@@ -24,11 +24,11 @@ from workers.actions.jsonl import read_jsonl
 from workers.examples import example_id
 from workers.splits import assign_split
 
-README = ROOT / "README.md"
+RULES_DOC = ROOT / "docs" / "rules.md"
 FIXTURES = Path(__file__).parent / "fixtures" / "langchain_messages"
 T0 = dt.datetime(2024, 4, 5, 1, 0, tzinfo=dt.UTC)
 
-# The user's own transforms, in a directory on PYTHONPATH as the README says to deploy them.
+# The user's own transforms, in a directory on PYTHONPATH as docs/rules.md says to deploy them.
 USER_TRANSFORMS = '''
 import time
 
@@ -61,8 +61,8 @@ def at(minutes: int) -> str:
 
 
 def worked_example_toml() -> str:
-    """The README's worked example, verbatim: the test runs what the README shows."""
-    text = README.read_text()
+    """The worked example of docs/rules.md, verbatim: the test runs what the docs show."""
+    text = RULES_DOC.read_text()
     section = text[text.index("### Worked example"):]
     return re.search(r"```toml\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
 
@@ -420,11 +420,11 @@ def test_dedup_skips_repeated_inputs_across_deliveries_and_workers(stack: Pipeli
     assert sorted(e[0]["inputs"]["q"] for e in found.values()) == sorted(f"same {i}" for i in range(10))
 
 
-# --- the README's worked example ------------------------------------------------------------------------
+# --- the worked example of docs/rules.md ------------------------------------------------------------------------
 
 
-def test_readme_worked_example(stack: Pipeline, standin: StandIn, review_queue: str) -> None:
-    """Four runs as the README's table shows them, plus PII and a repeated ticket."""
+def test_docs_worked_example(stack: Pipeline, standin: StandIn, review_queue: str) -> None:
+    """Four runs as the table in docs/rules.md shows them, plus PII and a repeated ticket."""
     corrected_good = fresh_run(inputs={"ticket": "Refund ORD-123456 please, ana@example.com, +1 415 555 0100"},
                                outputs={"label": "shipping"})
     corrected_low = fresh_run(inputs={"ticket": "My key sk-proj-abcdefghijklmnop1234 leaked"},

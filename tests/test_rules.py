@@ -296,8 +296,8 @@ def test_an_action_may_switch_off_a_transform_whose_options_the_rule_sets(tmp_pa
     assert action.transforms == () and action.drop_keys == ("token",)
 
 
-def test_the_readme_worked_example_resolves_to_what_the_readme_says():
-    readme = (ROOT / "README.md").read_text()
+def test_the_docs_worked_example_resolves_to_what_the_docs_say():
+    readme = (ROOT / "docs" / "rules.md").read_text()
     section = readme.split("### Worked example", 1)[1]
     toml = section.split("```toml\n", 1)[1].split("```", 1)[0]
     rule_id = "3f1c6a52-7d0e-4b8a-9c41-2e5d8f7a6b10"

@@ -1,7 +1,8 @@
 """Every setting is checked at start, and every setting reaches the containers.
 
 The list of variables is never kept by hand here: it is what `Settings.from_env` reads
-(recorded while it reads) plus what the README's Configuration table documents.
+(recorded while it reads) plus what the README's Essential settings table and docs/configuration.md's
+table document.
 """
 
 from __future__ import annotations
@@ -49,18 +50,27 @@ def variables_settings_read() -> set[str]:
 
 
 def readme_configuration_variables() -> set[str]:
-    text = (ROOT / "README.md").read_text()
-    section = text.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
-    names: set[str] = set()
-    for line in section.splitlines():
-        if line.startswith("| `"):
-            first_column = line.split("|")[1]
-            names |= set(re.findall(r"`([A-Z][A-Z0-9_]*)`", first_column))
-    return names
+    """The variables the settings tables document: the README's essential ones and the rest in
+    docs/configuration.md (each variable in exactly one of them)."""
+    sections = [
+        (ROOT / "README.md").read_text().split("\n## Essential settings\n", 1)[1].split("\n## ", 1)[0],
+        (ROOT / "docs" / "configuration.md").read_text().split("\n## Environment variables\n", 1)[1],
+    ]
+    found: list[set[str]] = []
+    for section in sections:
+        names: set[str] = set()
+        for line in section.splitlines():
+            if line.startswith("| `"):
+                first_column = line.split("|")[1]
+                names |= set(re.findall(r"`([A-Z][A-Z0-9_]*)`", first_column))
+        assert names, "a settings table is empty or gone"
+        found.append(names)
+    assert found[0] & found[1] == set(), "a variable is documented twice"
+    return found[0] | found[1]
 
 
 def every_variable() -> set[str]:
-    """What Settings reads, what the README documents, and the proxy/CA variables the worker
+    """What Settings reads, what the docs document, and the proxy/CA variables the worker
     reads through lswh_core/egress.py (as requests reads them, so not through Settings)."""
     return variables_settings_read() | readme_configuration_variables() | set(egress.PASSED)
 
@@ -244,7 +254,7 @@ ONLY_FOR = {"LSWH_SECRETS": "ingress", "LANGSMITH_API_KEY": "worker", "LANGSMITH
             **dict.fromkeys(egress.PASSED, "worker")}
 
 
-def test_the_readme_documents_every_variable_settings_read() -> None:
+def test_the_docs_document_every_variable_settings_read() -> None:
     assert variables_settings_read() - readme_configuration_variables() == set()
 
 
@@ -268,7 +278,7 @@ def test_every_variable_is_in_env_example() -> None:
 
 # --- Redis sized on purpose ------------------------------------------------------------------
 
-# README "Redis: sizing": what Redis holds per delivery, by what keeps it. Measured on a real
+# docs/production.md "Redis: sizing": what Redis holds per delivery, by what keeps it. Measured on a real
 # redis-server by the test below (which fails if a change makes a delivery cost more).
 BODY_OVERHEAD = 1.03  # allocator rounding of a large string
 PER_DELIVERY_JOB_BYTES = 4_096  # job hash + result while queued or finished (result_ttl 1 day)

@@ -316,8 +316,8 @@ def test_messages_to_openai_then_redact_removes_pii_from_message_content():
     assert re.fullmatch(r"ok", example["outputs"]["message"]["content"])
 
 
-def test_the_readme_worked_example_redacts_pii_and_order_numbers_from_a_ticket(tmp_path):
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+def test_the_docs_worked_example_redacts_pii_and_order_numbers_from_a_ticket(tmp_path):
+    readme = (Path(__file__).parents[1] / "docs" / "rules.md").read_text()
     toml = readme.split("### Worked example", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
     (tmp_path / "rules.toml").write_text(toml)
     rule = load_rules(tmp_path / "rules.toml", Settings()).for_rule("3f1c6a52-7d0e-4b8a-9c41-2e5d8f7a6b10")

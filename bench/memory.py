@@ -6,7 +6,7 @@
 Each size gets a fresh `lswh worker` started as a user starts it (logging on), so its VmHWM
 (the kernel's high-water mark of resident memory) is that delivery's peak alone. The baseline,
 measured in the same run, is the same worker's RSS once it has started and sits idle; the table
-prints each peak as a ratio of the smallest delivery's peak, the boundedness the README states.
+prints each peak as a ratio of the smallest delivery's peak, the boundedness docs/guarantees.md states.
 All runs point at one object: the stand-in holds it once, the worker fetches it once per run.
 """
 

@@ -1,4 +1,4 @@
-"""The ingress ASGI app: 401, 413, 400, 503, 202, in that order (SPEC, HTTP)."""
+"""The ingress ASGI app: 401, 413, 400, 503, 202, in that order (docs/operations.md, "HTTP endpoints")."""
 
 from __future__ import annotations
 

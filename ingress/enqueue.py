@@ -5,7 +5,7 @@ Lua script marks the body's hash as seen (SET NX: its existence is the duplicate
 the raw body, writes the job hash exactly as RQ would, and pushes the job id onto the queue. So
 a 202 means both "stored" and "a worker will run it", and a duplicate body stores nothing.
 
-Retention is split (SPEC, Configuration): duplicates need only the hash, kept LSWH_KEEP_DAYS;
+Retention is split (docs/production.md, "Redis: sizing"): duplicates need only the hash, kept LSWH_KEEP_DAYS;
 the raw body, most of the memory, is kept LSWH_REPLAY_DAYS.
 
 Deliveries stored in the same turn of the event loop share one round trip (ingress.autopipeline).

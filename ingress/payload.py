@@ -22,7 +22,8 @@ class BadDelivery(ValueError):
 
 def threads_in(doc: dict[str, Any]) -> int | None:
     """How many threads a thread rule's delivery carries (`threads` a list), else None. Whatever
-    else `threads` holds is not refused here: the worker fails it visibly (SPEC, HTTP)."""
+    else `threads` holds is not refused here: the worker fails it visibly (docs/langsmith.md,
+    "Thread rules and other delivery shapes")."""
     threads = doc.get("threads")
     return len(threads) if isinstance(threads, list) else None
 

@@ -91,7 +91,7 @@ WORKER_METRICS = (RUNS, UPSTREAM_REQUESTS, UPSTREAM_SECONDS, RATE_LIMITED, BUDGE
                   RUNS_LOST, LANGSMITH_INFO_WAITING)
 ALL = INGRESS_METRICS + QUEUE_METRICS + WORKER_METRICS
 
-# A label value never allowed: these would leak or explode (SPEC: no secret, URL or run id).
+# A label value never allowed: these would leak or explode (docs/operations.md, Metrics: no secret, URL or run id).
 FORBIDDEN_LABELS = ("url", "secret", "run_id", "delivery_id", "trace_id", "job_id", "path")
 
 

@@ -1,7 +1,7 @@
 """The one settings object, read from the environment (12-factor).
 
 Every variable is checked here, at start: a value the pipeline cannot use stops `lswh ingress`
-and `lswh worker` with exit 2 and a message naming the variable (SPEC, Configuration), instead
+and `lswh worker` with exit 2 and a message naming the variable (docs/configuration.md), instead
 of failing every delivery later. Each variable has its own reader below.
 """
 
@@ -200,7 +200,7 @@ class Settings:
     # LANGSMITH_WORKSPACE_ID: sent as X-Tenant-Id by every LangSmith client (workers/langsmith_clients.py).
     langsmith_workspace_id: str | None = None
     # Presigned object fetches: "off" = direct (the SSRF checks see the address connected to),
-    # "env" = through the proxy lswh_core/egress.py picks (README: Accounts, workspaces and proxies).
+    # "env" = through the proxy lswh_core/egress.py picks (docs/langsmith.md: Accounts, workspaces and proxies).
     s3_proxy: str = "off"
 
     @property

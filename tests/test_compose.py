@@ -455,7 +455,8 @@ def kill_redis(stack: Stack) -> None:
             return {rid for t, s, ids in load.records if s == 202 and kill_sent - seconds <= t <= kill_done
                     for rid in ids}
 
-        # AOF `everysec` (SPEC): Redis writes each command to the file before it answers, and
+        # AOF `everysec` (docs/production.md, "Redis: persistence"): Redis writes each command to
+        # the file before it answers, and
         # fsyncs once a second, so killing the process alone loses nothing it wrote. But while a
         # background fsync is still running (a busy disk) Redis postpones that write for up to
         # 2 s, whole seconds of its clock, answering meanwhile (aof.c, flushAppendOnlyFile; its

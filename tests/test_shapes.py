@@ -1,7 +1,8 @@
 """No authenticated delivery is refused for its shape (issue 16): a JSON object without `runs` is
 stored and acknowledged like any delivery; what the worker cannot process fails visibly as its own
 job and can be replayed once the pipeline knows the shape. Bodies that are not objects, and the
-malformed cases SPEC lists, are still 400."""
+malformed cases docs/langsmith.md lists ("Thread rules and other delivery shapes"), are
+still 400."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ def _aware(value: dt.datetime | None) -> dt.datetime:
 
 
 def recency(item: FeedbackLike) -> tuple[dt.datetime, dt.datetime, str]:
-    """Latest by modified_at, then created_at, then id (SPEC: what one run becomes)."""
+    """Latest by modified_at, then created_at, then id (docs/rules.md: What one run becomes)."""
     return (_aware(item.modified_at), _aware(item.created_at), str(item.id))
 
 

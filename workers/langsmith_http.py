@@ -9,7 +9,7 @@ the generated v2 client (httpx2, the fork the SDK requires). Both get the same p
   ends, then the request is sent again: waiting for budget never fails a run;
 - 408/425/5xx are sent again at most `STATUS_RETRIES` times after a short backoff;
 - a Retry-After longer than `MAX_SLEPT_RETRY_AFTER` is never slept here: the answer goes back to
-  the caller, which reschedules the job (SPEC: failure semantics).
+  the caller, which reschedules the job (docs/guarantees.md: What each failure does).
 
 The SDKs' own retries are off (urllib3 retries only connection setup; the generated client has
 max_retries=0), so no layer below sleeps out a long Retry-After or resends outside the budget.

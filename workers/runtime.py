@@ -58,7 +58,7 @@ class Runtime:
         """Created on first use, on the loop thread (where it is used)."""
         if self._http is None:
             exact = [rule.host for rule in self.rules if rule.exact]
-            if self.settings.s3_proxy == "env":  # README: Accounts, workspaces and proxies
+            if self.settings.s3_proxy == "env":  # docs/langsmith.md: Accounts, workspaces and proxies
                 transport = AiohttpTransport(S3_CONCURRENCY, exact_hosts=[*exact, *egress.proxy_hosts()],
                                              proxy_for=egress.proxy_for, ssl=egress.ssl_context(egress.ca_bundle()))
             else:

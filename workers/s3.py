@@ -66,7 +66,8 @@ def allowed(url: str, rules: tuple[HostRule, ...]) -> bool:
 
 class ObjectUnusable(Exception):
     """Expired, gone, redirected, or its host resolves to an address we never connect to: use
-    the API instead (SPEC: a URL that is not allowed counts as missing)."""
+    the API instead (docs/guarantees.md, What each failure does: a URL that is not
+    allowed counts as missing)."""
 
 
 async def fetch_json(client: httpx.AsyncClient, url: str, what: str) -> tuple[dict[str, Any], int]:

@@ -309,7 +309,7 @@ def main(burst: bool = False) -> int:
                             maintenance_interval=maintenance, exception_handlers=[on_job_exception])
     worker.reconcile_settings = settings if settings.reconcile_every else None
     # RQ's burst stops at an empty queue; ours also waits out scheduled retries and jobs other
-    # workers are running (SPEC: --burst), as one worker that stays registered throughout.
+    # workers are running (docs/operations.md: --burst), as one worker that stays registered throughout.
     worker.drain = burst
     worker.needs_info = True
     worker.work(with_scheduler=True, logging_level="INFO")

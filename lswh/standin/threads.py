@@ -10,7 +10,7 @@ objects in place of `runs`:
 
 The pipeline does not bet on it: it decides by the rule's `group_by`, reads every thread's runs
 through the API, and logs the key names of each thread rule's first delivery so the real shape
-becomes known (README, "Thread rules and other delivery shapes"). Replace this once it is.
+becomes known (docs/langsmith.md, "Thread rules and other delivery shapes"). Replace this once it is.
 """
 
 from __future__ import annotations

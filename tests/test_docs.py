@@ -73,3 +73,32 @@ def test_the_quickstart_commands_are_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "python3 -m venv .venv && .venv/bin/pip install -e '.[dev]' && .venv/bin/lswh dev" in readme
     assert "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pytest" in readme
+
+
+def cited_files() -> list[Path]:
+    """Product code, tests and deploy files: where a comment may cite a document."""
+    roots = ["ingress", "workers", "lswh_core", "lswh", "tests", "deploy", "bench", "scripts", ".ci"]
+    files = [p for r in roots for p in (ROOT / r).rglob("*") if p.is_file() and p.suffix != ".md"]
+    files += [ROOT / name for name in ("docker-compose.yml", "Dockerfile", ".env.example", "pyproject.toml")]
+    return [p for p in files if ".build" not in p.parts and "__pycache__" not in p.parts
+            and p.name not in {"openloop.c", "test_docs.py"}]
+
+
+def test_no_comment_cites_a_document_outside_the_repository() -> None:
+    """A "SPEC" lived outside the repository; README sections moved to docs/. What code cites must
+    be a docs page that exists."""
+    readme = (ROOT / "README.md").read_text()
+    stale, missing = [], []
+    for path in cited_files():
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        where = path.relative_to(ROOT)
+        if re.search(r"\bSPEC\b", text):
+            stale.append(f"{where}: cites SPEC")
+        for section in re.findall(r"README[,:]? \"([^\"]+)\"", text):
+            if f"\n## {section}\n" not in readme:
+                stale.append(f"{where}: cites README section {section!r}, which is not there")
+        missing += [f"{where}: {doc}" for doc in re.findall(r"\bdocs/[\w-]+\.md", text) if not (ROOT / doc).exists()]
+    assert stale == [] and missing == []

@@ -155,7 +155,7 @@ class DeliveryQueue:
         await self._pipeline.aclose()
 
 
-def _unconnected():  # type: ignore[no-untyped-def]
+def _unconnected() -> redis.Redis:
     """A sync client RQ can hold while building the template; it never connects."""
     import redis as sync_redis
 

@@ -164,10 +164,10 @@ def delivery_account(connection: redis.Redis, delivery_id: str) -> Account | Non
     from the stored body, or the job's description once the body has expired)."""
     raw = connection.hgetall(contract.accounting_key(delivery_id))
     if raw:
-        return Account.from_hash(raw)  # type: ignore[arg-type]
+        return Account.from_hash(raw)
     body = connection.get(contract.delivery_key(delivery_id))
     if body is not None:
-        runs = orjson.loads(body).get("runs", [])  # type: ignore[arg-type]
+        runs = orjson.loads(body).get("runs", [])
         return Account(received=len({str(r.get("id")) for r in runs if isinstance(r, dict)}))
     description = connection.hget(f"rq:job:{contract.delivery_job_id(delivery_id)}", "description")
     found = _RUNS_IN_DESCRIPTION.search(description.decode()) if description else None  # type: ignore[union-attr]

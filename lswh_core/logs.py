@@ -122,7 +122,7 @@ def formatter_for(log_format: str) -> logging.Formatter:
 def skip_unused_record_attributes() -> None:
     """Neither format prints the caller's file and line, thread, process or task, so logging need
     not look them up for each record (the `Optimization` section of the logging HOWTO)."""
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from lswh_core.allowlist import AllowListError, parse_rules
 from lswh_core.durations import parse_duration
-from lswh_core.errors import SettingsError
+from lswh_core.errors import SettingsError as SettingsError  # re-exported: callers import it from here
 from lswh_core.ratelimits import DEFAULT_LIMITS, Limit, parse_limits
 
 DEFAULT_S3_ALLOWED_HOSTS = (

@@ -132,9 +132,16 @@ class RuleInfo:
     thread_filter: str | None = None
 
 
+def _field_getter(model: Any) -> Callable[[str], Any]:
+    """Reads a field of a generated-client model and of its dict form alike (None when absent)."""
+    if isinstance(model, Mapping):
+        return model.get
+    return lambda name: getattr(model, name, None)
+
+
 def rule_info(rule: Any, public_url: str | None) -> RuleInfo:
     """A generated-client `Rule` (or its dict) reduced to RuleInfo."""
-    get = rule.get if isinstance(rule, Mapping) else lambda name: getattr(rule, name, None)
+    get = _field_getter(rule)
     urls = []
     for hook in get("webhooks") or []:
         url = hook.get("url") if isinstance(hook, Mapping) else getattr(hook, "url", None)
@@ -181,7 +188,7 @@ class Locator:
 
 
 def _locator(run: Any) -> Locator:
-    get = run.get if isinstance(run, Mapping) else lambda name: getattr(run, name, None)
+    get = _field_getter(run)
     start = get("start_time")
     start_text = start.isoformat() if isinstance(start, dt.datetime) else _text(start)
     return Locator(id=str(get("id")), session_id=_text(get("project_id")), start_time=start_text,
@@ -256,7 +263,7 @@ def _dict_or_none(value: Any) -> dict[str, Any] | None:
 
 
 def _api_run(run: Any) -> ApiRun:
-    get = run.get if isinstance(run, Mapping) else lambda name: getattr(run, name, None)
+    get = _field_getter(run)
     return ApiRun(id=str(get("id")), name=_text(get("name")), trace_id=_text(get("trace_id")),
                   inputs=_dict_or_none(get("inputs")), outputs=_dict_or_none(get("outputs")))
 
@@ -402,7 +409,8 @@ class LangSmith:
             return await self._query_v2(batch, fields, page_size)
 
         async def v1_batch(batch: Sequence[RunRef]) -> list[ApiRun]:
-            return await self.call(self._query_v1, [r.id for r in batch], [f.lower() for f in fields])
+            runs: list[ApiRun] = await self.call(self._query_v1, [r.id for r in batch], [f.lower() for f in fields])
+            return runs
 
         batches: list[Awaitable[list[tuple[Sequence[RunRef], list[ApiRun] | RunError]]]] = []
         for project_refs in plan.v2.values():
@@ -627,7 +635,7 @@ def thread_id_in(metadata: Any) -> str | None:
 
 
 def _turn(run: Any) -> Turn:
-    get = run.get if isinstance(run, Mapping) else lambda name: getattr(run, name, None)
+    get = _field_getter(run)
     start = get("start_time")
     start_text = start.isoformat() if isinstance(start, dt.datetime) else _text(start)
     return Turn(id=str(get("id")), trace_id=_text(get("trace_id")), name=_text(get("name")), start_time=start_text,

@@ -73,7 +73,7 @@ def route_label(method: str, path: str) -> str:
 
 
 def _backoff(attempt: int) -> float:
-    return min(4.0, 0.5 * 2**attempt) * random.uniform(0.75, 1.25)
+    return min(4.0, 0.5 * 2.0**attempt) * random.uniform(0.75, 1.25)
 
 
 def _decide(status: int, retry_after: float | None, rate_limited: int, attempts: int) -> str:

@@ -195,7 +195,8 @@ def _compare(op: str, actual: Any, wanted: Any) -> bool:
     if actual is None or wanted is None:
         return False
     try:
-        return {"gt": actual > wanted, "gte": actual >= wanted, "lt": actual < wanted, "lte": actual <= wanted}[op]
+        ordered = {"gt": actual > wanted, "gte": actual >= wanted, "lt": actual < wanted, "lte": actual <= wanted}
+        return bool(ordered[op])
     except TypeError:
         return False
 

@@ -20,15 +20,20 @@ import redis.exceptions
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from rq.job import Job
+from rq.queue import Queue
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from lswh_core import contract
 from lswh_core import metrics as m
 
-QUEUE_KEY = f"rq:queue:{contract.QUEUE}"
-SCHEDULED_KEY = f"rq:scheduled:{contract.QUEUE}"
-STARTED_KEY = f"rq:wip:{contract.QUEUE}"
-FAILED_KEY = f"rq:failed:{contract.QUEUE}"
-WORKERS_KEY = f"rq:workers:{contract.QUEUE}"
+# RQ's key names, from RQ's own classes (no connection needed): the installed RQ names them.
+QUEUE_KEY = Queue.redis_queue_namespace_prefix + contract.QUEUE
+SCHEDULED_KEY = ScheduledJobRegistry.key_template.format(contract.QUEUE)
+STARTED_KEY = StartedJobRegistry.key_template.format(contract.QUEUE)
+FAILED_KEY = FailedJobRegistry.key_template.format(contract.QUEUE)
+WORKERS_KEY = WORKERS_BY_QUEUE_KEY % contract.QUEUE
 SCRAPE_BUDGET_SECONDS = 2.0
 
 
@@ -99,7 +104,7 @@ async def _read_queue(client: redis.asyncio.Redis, now: float) -> QueueState:
     worker_keys = sorted(worker_keys)
     async with client.pipeline(transaction=False) as pipe:
         if head is not None:
-            pipe.hget(b"rq:job:" + head, "enqueued_at")
+            pipe.hget(Job.redis_job_namespace_prefix.encode() + head, "enqueued_at")
         for key in worker_keys:
             pipe.hget(key, "state")
         answers = await pipe.execute()

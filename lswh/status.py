@@ -169,7 +169,7 @@ def delivery_account(connection: redis.Redis, delivery_id: str) -> Account | Non
     if body is not None:
         runs = orjson.loads(body).get("runs", [])
         return Account(received=len({str(r.get("id")) for r in runs if isinstance(r, dict)}))
-    description = connection.hget(f"rq:job:{contract.delivery_job_id(delivery_id)}", "description")
+    description = connection.hget(Job.key_for(contract.delivery_job_id(delivery_id)), "description")
     found = _RUNS_IN_DESCRIPTION.search(description.decode()) if description else None  # type: ignore[union-attr]
     return Account(received=int(found.group(1))) if found else None
 

@@ -283,3 +283,37 @@ def test_burst_waits_for_a_scheduled_retry_as_one_worker_then_exits(db: redis.Re
     assert db.get(f"attempts:{job.id}") == b"2"
     # Waiting 4 s for the retry, RQ's own burst loop registered a new worker every 0.5 s.
     assert len(registered_workers(db)) == 1, worker.output()
+
+
+def test_queue_metrics_read_the_keys_rq_writes(db: redis.Redis) -> None:
+    # ingress/metrics.py reads RQ's queue, registries, worker set and job hashes at scrape time,
+    # with key names taken from RQ's classes; these are the keys the installed RQ really writes.
+    from ingress.metrics import FAILED_KEY, QUEUE_KEY, SCHEDULED_KEY, STARTED_KEY, WORKERS_KEY
+
+    queue = Queue(contract.QUEUE, connection=db)
+    assert (QUEUE_KEY, SCHEDULED_KEY, STARTED_KEY, FAILED_KEY) == (
+        queue.key, ScheduledJobRegistry(queue=queue).key, StartedJobRegistry(queue=queue).key,
+        FailedJobRegistry(queue=queue).key)
+    job = queue.enqueue_call(contract.DELIVERY_JOB, args=("0" * 32,))
+    assert db.lindex(QUEUE_KEY, 0) == job.id.encode()
+    assert db.hget(Job.redis_job_namespace_prefix.encode() + job.id.encode(), "enqueued_at") is not None
+    worker = SimpleWorker([queue], connection=db)
+    worker.register_birth()
+    try:
+        assert db.sismember(WORKERS_KEY, worker.key)
+    finally:
+        worker.register_death()
+
+
+def test_status_reads_a_jobs_description_where_rq_keeps_it(db: redis.Redis) -> None:
+    # lswh/status.py falls back to the delivery job's description once the stored body expired.
+    from lswh.status import delivery_account
+
+    delivery_id = "d" * 32
+    job = Queue(contract.QUEUE, connection=db).enqueue_call(
+        contract.DELIVERY_JOB, args=(delivery_id,), job_id=contract.delivery_job_id(delivery_id),
+        description=contract.delivery_job_description(delivery_id, 3))
+    assert db.hget(Job.key_for(job.id), "description") == job.description.encode()
+    account = delivery_account(db, delivery_id)
+    assert account is not None
+    assert account.received == 3

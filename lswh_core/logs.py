@@ -15,7 +15,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -130,7 +130,7 @@ def skip_unused_record_attributes() -> None:
         logging.logAsyncioTasks = False
 
 
-class TurnBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class TurnBatchedStreamHandler(logging.StreamHandler[TextIO]):
     """Lines logged while an event loop runs are written together when the loop's turn ends:
     one write, one system call, per turn instead of per line (the ingress logs a line per
     delivery, many deliveries finish in one turn under load). A line logged with no loop
@@ -159,7 +159,7 @@ class TurnBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._waiting.append(line)
 
     def _write_waiting(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
+        with self.lock:  # type: ignore[union-attr]  # Handler.__init__ sets it; typeshed allows None
             lines, self._waiting = self._waiting, []
             if not lines:
                 return

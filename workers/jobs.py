@@ -15,7 +15,7 @@ import math
 import time
 import traceback
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -90,11 +90,11 @@ def process_thread(delivery_id: str, thread_id: str, rule_id: str | None = None,
         return _guarded(_process_thread, delivery_id, thread_id, rule_id, project_id)
 
 
-def _guarded(fn: Any, *args: Any) -> str:
+def _guarded(fn: Callable[..., str], *args: Any) -> str:
     """Whatever escapes is stored by RQ and shown by rq-dashboard: it must carry no URL
     query string, secret or key, so unexpected errors are redacted before they leave."""
     try:
-        return fn(*args)  # type: ignore[no-any-return]
+        return fn(*args)
     except (RunFailed, RunsPending, DeliveryFailed, ThreadFailed):
         raise
     except Exception as exc:

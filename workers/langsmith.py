@@ -431,7 +431,7 @@ class LangSmith:
         low, high = start_window(refs)
         pager = self.v2().runs.query_v2(
             project_ids=[str(refs[0].project_id)], ids=[r.id for r in refs], min_start_time=low,
-            max_start_time=high, selects=fields,  # type: ignore[arg-type]
+            max_start_time=high, selects=fields,  # type: ignore[arg-type]  # selects() gives SDK field names as str
             page_size=max(1, min(page_size, len(refs), V2_QUERY_PAGE_MAX)))
         return [_api_run(run) async for run in pager]
 
@@ -570,7 +570,7 @@ class LangSmith:
         never the deprecated `add_runs_to_annotation_queue`. LangSmith does not de-duplicate
         items: the caller records what it added (workers/actions/annotation_queue.py)."""
         try:
-            await self.v2().annotation_queues.items.create(queue_id, items=[dict(i) for i in items])  # type: ignore[misc]
+            await self.v2().annotation_queues.items.create(queue_id, items=[dict(i) for i in items])  # type: ignore[misc]  # SDK's Item TypedDict
         except NotFoundError as exc:
             info = self.known_info()
             raise RunError(queue_items_missing(info.version if info else None), transient=False,

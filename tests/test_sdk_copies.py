@@ -57,3 +57,27 @@ def test_workspace_id_is_read_as_the_sdk_reads_it(raw: str) -> None:
     sdk = get_workspace_id(raw)
     ours = _workspace_id({"LANGSMITH_WORKSPACE_ID": raw})
     assert ours == (str(uuid.UUID(sdk)) if sdk else None)
+
+
+SERVER_VERSIONS = ["", "0.15.0", "0.16.0", "0.16.13", "0.16.14", "0.16.14.post1", "0.16.15", "0.17.0", "1.0",
+                   "0.16.14rc1", "v0.16.20", "not-a-version", "0.16.x"]
+
+
+@pytest.mark.parametrize("version", SERVER_VERSIONS)
+def test_a_server_older_than_the_queue_items_endpoint_is_judged_as_the_sdk_judges_it(
+        version: str, caplog: pytest.LogCaptureFixture) -> None:
+    # workers.langsmith.queue_items_missing compares /info's version as the SDK's private
+    # _internal._backend_version._check_backend_version does (packaging's parse): too old, fine,
+    # or unparseable must be the same three answers for the same strings.
+    from langsmith._internal._backend_version import _check_backend_version
+
+    from workers.langsmith import QUEUE_ITEMS_VERSION, queue_items_missing
+
+    with caplog.at_level("WARNING", logger="langsmith._internal._backend_version"):
+        _check_backend_version(version, min_version=QUEUE_ITEMS_VERSION)
+    sdk = ("older" if "older than" in caplog.text else "unparseable" if "Could not parse" in caplog.text
+           else "fine")
+    reason = queue_items_missing(version)
+    ours = ("older" if "has no annotation-queue items endpoint" in reason
+            else "unparseable" if "reports" in reason else "fine")
+    assert ours == sdk or (not version and ours == "unparseable" and sdk == "fine"), (version, reason)

@@ -288,7 +288,10 @@ def test_burst_waits_for_a_scheduled_retry_as_one_worker_then_exits(db: redis.Re
 def test_queue_metrics_read_the_keys_rq_writes(db: redis.Redis) -> None:
     # ingress/metrics.py reads RQ's queue, registries, worker set and job hashes at scrape time,
     # with key names taken from RQ's classes; these are the keys the installed RQ really writes.
-    from ingress.metrics import FAILED_KEY, QUEUE_KEY, SCHEDULED_KEY, STARTED_KEY, WORKERS_KEY
+    from rq.worker import WorkerStatus
+
+    from ingress.metrics import FAILED_KEY, QUEUE_KEY, SCHEDULED_KEY, STARTED_KEY, WORKERS_KEY, _age
+    from lswh_core import metrics as m
 
     queue = Queue(contract.QUEUE, connection=db)
     assert (QUEUE_KEY, SCHEDULED_KEY, STARTED_KEY, FAILED_KEY) == (
@@ -296,11 +299,17 @@ def test_queue_metrics_read_the_keys_rq_writes(db: redis.Redis) -> None:
         FailedJobRegistry(queue=queue).key)
     job = queue.enqueue_call(contract.DELIVERY_JOB, args=("0" * 32,))
     assert db.lindex(QUEUE_KEY, 0) == job.id.encode()
-    assert db.hget(Job.redis_job_namespace_prefix.encode() + job.id.encode(), "enqueued_at") is not None
+    # The oldest job's age is read from its enqueued_at, in the format RQ writes it.
+    enqueued_at = db.hget(Job.redis_job_namespace_prefix.encode() + job.id.encode(), "enqueued_at")
+    assert 0 <= _age(enqueued_at, time.time()) < 60
     worker = SimpleWorker([queue], connection=db)
     worker.register_birth()
     try:
         assert db.sismember(WORKERS_KEY, worker.key)
+        worker.set_state(WorkerStatus.IDLE)
+        assert db.hget(worker.key, "state") == b"idle"
+        # Every state RQ names has its gauge series (ours adds the worker's own waiting_info).
+        assert {status.value for status in WorkerStatus} <= set(m.WORKER_STATES)
     finally:
         worker.register_death()
 

@@ -1,0 +1,58 @@
+"""workers/writer.py called directly against the LangSmith stand-in (real SDK, real Redis budget):
+create the new, update the changed keeping stored metadata, leave the identical alone."""
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from lswh_core.settings import Settings
+from tests.support.procs import RedisServer
+from tests.support.stack import StandIn, fresh_key
+from workers.runtime import Runtime
+from workers.writer import UNCHANGED, UPDATED, WRITTEN, Writer, resolve_dataset
+
+
+@pytest.fixture
+def runtime(redis_server: RedisServer, standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("LANGSMITH_ENDPOINT", standin.url)
+    monkeypatch.setenv("LANGSMITH_API_KEY", fresh_key())
+    yield Runtime(Settings.from_env())
+
+
+def _example(run_id: str, outputs: Any, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, run_id)), "source_run_id": run_id,
+            "inputs": {"q": "question"}, "outputs": outputs, "metadata": metadata or {"source": "test"}}
+
+
+def test_writer_creates_new_updates_changed_and_leaves_identical(runtime: Runtime, standin: StandIn) -> None:
+    name = f"writer-{uuid.uuid4()}"
+    dataset_id = runtime.run(resolve_dataset(runtime, name))
+    writer = Writer(runtime, dataset_id)
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    first = runtime.run(writer.write([_example(a, {"answer": 1}), _example(b, {"answer": 2})]))
+    assert first == {a: WRITTEN, b: WRITTEN}
+    again = runtime.run(writer.write([_example(a, {"answer": 1}), _example(b, {"answer": 3})]))
+    assert again == {a: UNCHANGED, b: UPDATED}
+    stored = standin.examples_by_run([a, b])
+    assert len(stored[a]) == 1 and len(stored[b]) == 1
+    assert stored[a][0]["outputs"] == {"answer": 1}
+    assert stored[b][0]["outputs"] == {"answer": 3}
+    # LangSmith replaces metadata whole on update: the stored keys (the split) must survive.
+    assert stored[b][0]["metadata"]["source"] == "test"
+    assert "dataset_split" in stored[b][0]["metadata"]
+
+
+def test_a_409_means_someone_was_first_not_a_failure(runtime: Runtime, standin: StandIn) -> None:
+    name = f"writer-{uuid.uuid4()}"
+    dataset_id = runtime.run(resolve_dataset(runtime, name))
+    writer = Writer(runtime, dataset_id)
+    run_id = str(uuid.uuid4())
+    standin.race(per_list=1)  # another writer creates the id between our listing and our create
+    outcomes = runtime.run(writer.write([_example(run_id, {"answer": 1})]))
+    assert outcomes[run_id] in (UNCHANGED, UPDATED), outcomes
+    assert standin.pending_races() == []
+    stored = [e for e in standin.examples() if e["dataset_id"] == dataset_id]
+    assert len(stored) == 1 and stored[0]["outputs"] == {"answer": 1}, stored

@@ -6,7 +6,7 @@ the same run.
 
 The backlog (tests/support/backfill_load.py): N runs of one rule whose inputs and outputs only the
 API has, 20 % corrected by feedback, 10 % already delivered and written before the backfill. The
-stand-in enforces Cloud's per-key table (lswh/standin/limits.py, the v2 rows of
+stand-in enforces Cloud's per-key table (standin/lswh_standin/limits.py, the v2 rows of
 langchain-ai/docs#5652 included) and counts every request; the pipeline runs with its default
 budgets (`LSWH_LANGSMITH_RATE_LIMITS` unset), `--workers` `lswh worker` processes, one Redis.
 

@@ -32,7 +32,7 @@ class Standin:
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = Proc([sys.executable, "-m", "lswh.standin", "--port", str(self.port), "--flags", "cloud"],
+        self.proc = Proc([sys.executable, "-m", "lswh_standin", "--port", str(self.port), "--flags", "cloud"],
                          name="bench-standin", cwd=ROOT)
         wait_http(f"{self.url}/info", self.proc, timeout=30)
         self.http = httpx.Client(base_url=self.url, timeout=120)

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     port = free_port()
     standin_url = f"http://127.0.0.1:{port}"
     # Throughput and memory, not LangSmith's limits: limits off.
-    standin = Proc([sys.executable, "-m", "lswh.standin", "--port", str(port), "--no-limits"],
+    standin = Proc([sys.executable, "-m", "lswh_standin", "--port", str(port), "--no-limits"],
                    name="mem-standin", cwd=ROOT)
     results: dict[int, dict[str, Any]] = {}
     try:

@@ -6,7 +6,7 @@ import json
 import uuid
 from pathlib import Path
 
-FIXTURE = Path(__file__).resolve().parents[1] / "lswh" / "fixtures" / "langsmith_docs_payload.json"
+FIXTURE = Path(__file__).resolve().parents[1] / "standin" / "lswh_standin" / "fixtures" / "langsmith_docs_payload.json"
 FIXTURE_RUN_ID = "6ab80f10-d79c-4fa2-b441-922ed6feb630"
 # The wrk Lua script splits the template on this marker and puts a fresh uuid in each gap.
 MARKER = "@@RUN_ID@@"

@@ -67,7 +67,7 @@ class Standin:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # Throughput, not LangSmith's limits (bench/langsmith_reads.py measures those): limits off.
-        self.proc = Proc([sys.executable, "-m", "lswh.standin", "--port", str(self.port), "--no-limits",
+        self.proc = Proc([sys.executable, "-m", "lswh_standin", "--port", str(self.port), "--no-limits",
                           "--latency-ms", str(latency_ms)], name="bench-standin", cwd=ROOT)
         wait_http(f"{self.url}/info", self.proc, timeout=30)
         self.http = httpx.Client(base_url=self.url, timeout=60)

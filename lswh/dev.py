@@ -1,6 +1,7 @@
 """`lswh dev`: the whole pipeline on one machine with nothing set up.
 
-Redis (embedded when REDIS_URL is unset), a LangSmith stand-in (when LANGSMITH_API_KEY is unset),
+Redis (embedded when REDIS_URL is unset), the LangSmith stand-in (when LANGSMITH_API_KEY is unset; it
+is the separate lswh-standin distribution, and without it `lswh dev` says how to install it),
 the ingress, N workers and rq-dashboard run as children, each in its own process group so a
 terminal's Ctrl-C reaches only us and we stop them in order: the apps first, Redis last (workers
 write their shutdown to it). Children's output is prefixed with their name and goes to stderr with
@@ -13,6 +14,7 @@ earlier run would be answered as a duplicate and never reach the fresh stand-in)
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import secrets
 import shlex
@@ -34,6 +36,14 @@ from lswh_core.redis import sync_redis
 from lswh_core.settings import DEFAULT_S3_ALLOWED_HOSTS, Settings
 
 STANDIN_API_KEY = "lsv2-standin-key"
+# The stand-in is a distribution of its own (standin/ in a checkout), never part of the product.
+STANDIN_MODULE = "lswh_standin"
+STANDIN_MISSING = (
+    "lswh dev: LANGSMITH_API_KEY is not set, so lswh dev would start the LangSmith stand-in, and it is not "
+    "installed (it is not part of langsmith-webhook-pipeline). From a checkout, install it with:\n"
+    "    {pip} install -e ./standin\n"
+    "or set LANGSMITH_API_KEY (and LANGSMITH_ENDPOINT if not LangSmith Cloud) to use a real LangSmith."
+)
 READY_TIMEOUT = 60.0
 # Stopping stays well inside the 10 s promised: apps get SIGTERM, a second SIGTERM (RQ's cold
 # shutdown, uvicorn's force exit), then SIGKILL; then Redis gets SIGTERM, then SIGKILL.
@@ -161,6 +171,10 @@ class Dev:
 
 
 def run(*, workers: int = 2, host: str = "127.0.0.1", port: int = 8000, dashboard_port: int = 9181) -> int:
+    if not os.environ.get("LANGSMITH_API_KEY") and importlib.util.find_spec(STANDIN_MODULE) is None:
+        # Checked before anything starts: a half-started pipeline without LangSmith is no use.
+        print(STANDIN_MISSING.format(pip=f"{shlex.quote(sys.executable)} -m pip"), file=sys.stderr, flush=True)
+        return 2
     dev = Dev()
     stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     handlers = {sig: signal.signal(sig, dev.on_signal) for sig in stop_signals}
@@ -281,7 +295,7 @@ def _start_standin(dev: Dev, env: dict[str, str]) -> str:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     args = ["--host", "127.0.0.1", "--port", str(port), "--preload-fixture"]
-    dev.start("langsmith", [sys.executable, "-m", "lswh.standin", *args], env)
+    dev.start("langsmith", [sys.executable, "-m", STANDIN_MODULE, *args], env)
     # Keep the allowed S3 hosts, and allow the stand-in's own presigned URLs (loopback: exact entry).
     hosts = env.get("LSWH_S3_ALLOWED_HOSTS", "").strip() or ",".join(DEFAULT_S3_ALLOWED_HOSTS)
     env |= {

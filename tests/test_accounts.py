@@ -26,7 +26,7 @@ QUEUE_IDS: dict[str, str] = {}
 
 
 def org_key() -> str:
-    """The stand-in's form of an organization-scoped service key (lswh/standin/tenants.py)."""
+    """The stand-in's form of an organization-scoped service key (standin/lswh_standin/tenants.py)."""
     return f"lsv2-standin-org-{uuid.uuid4()}"
 
 

@@ -74,7 +74,7 @@ def test_healthcheck_exits_1_when_nothing_listens():
 
 def test_worker_exits_2_when_langsmith_rejects_the_api_key(redis_server):
     port = free_port()
-    with running(python_module("lswh.standin", "--host", "127.0.0.1", "--port", str(port))) as standin:
+    with running(python_module("lswh_standin", "--host", "127.0.0.1", "--port", str(port))) as standin:
         wait_http(f"http://127.0.0.1:{port}/info", standin)
         proc = lswh(
             "worker",

@@ -331,8 +331,9 @@ def run_stack(stack: Stack) -> None:
         # with the local python base (its /etc/pip.conf), not through the Dockerfile.
         stack.run("docker", "build", "-q", "--network", "host", "--build-arg", f"PYTHON_IMAGE={BASES['python']}",
                   "-t", stack.app_image, ".", timeout=1800)
-        stack.run("docker", "build", "-q", "--build-arg", f"LSWH_IMAGE={stack.app_image}", "-t", stack.standin_image,
-                  "-f", "tests/compose/standin.Dockerfile", "tests/compose")
+        # The stand-in's own image: its distribution (standin/) alone, on the same python base.
+        stack.run("docker", "build", "-q", "--network", "host", "--build-arg", f"PYTHON_IMAGE={BASES['python']}",
+                  "-t", stack.standin_image, "-f", "tests/compose/standin.Dockerfile", "standin", timeout=1800)
         sizes = image_bytes(*BASES.values(), f"{BASE_PREFIX}/debian:bookworm", stack.app_image, stack.standin_image)
         stack.report("compose test: image sizes " + ", ".join(f"{t} {s / 2**20:.0f} MiB" for t, s in sizes.items()))
 

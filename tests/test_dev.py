@@ -16,7 +16,7 @@ import pytest
 from lswh.dev import Dev
 from tests.support.procs import ROOT, Proc, free_port
 
-FIXTURE = ROOT / "lswh" / "fixtures" / "langsmith_docs_payload.json"
+FIXTURE = ROOT / "standin" / "lswh_standin" / "fixtures" / "langsmith_docs_payload.json"
 FIXTURE_RUN_ID = "6ab80f10-d79c-4fa2-b441-922ed6feb630"
 SET_UP_NOTHING = (
     "REDIS_URL",

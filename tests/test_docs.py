@@ -71,13 +71,19 @@ def test_every_relative_link_points_to_an_existing_file_and_anchor() -> None:
 
 def test_the_quickstart_commands_are_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert "python3 -m venv .venv && .venv/bin/pip install -e '.[dev]' && .venv/bin/lswh dev" in readme
-    assert "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/pytest" in readme
+    assert "python3 -m venv .venv && .venv/bin/pip install -e '.[dev]' -e ./standin && .venv/bin/lswh dev" in readme
+    assert "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' -e ./standin && .venv/bin/pytest" in readme
+
+
+def test_ci_installs_what_the_readmes_test_command_installs() -> None:
+    """CI runs the README's test command: the same packages, the stand-in included (`-q` aside)."""
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' -e ./standin\n" in ci
 
 
 def cited_files() -> list[Path]:
     """Product code, tests and deploy files: where a comment may cite a document."""
-    roots = ["ingress", "workers", "lswh_core", "lswh", "tests", "deploy", "bench", "scripts", ".ci"]
+    roots = ["ingress", "workers", "lswh_core", "lswh", "standin", "tests", "deploy", "bench", "scripts", ".ci"]
     files = [p for r in roots for p in (ROOT / r).rglob("*") if p.is_file() and p.suffix != ".md"]
     files += [ROOT / name for name in ("docker-compose.yml", "Dockerfile", ".env.example", "pyproject.toml")]
     return [p for p in files if ".build" not in p.parts and "__pycache__" not in p.parts

@@ -186,7 +186,7 @@ class TlsStandIn(StandIn):
     def __init__(self, cert: Path, key: Path, ca: Path) -> None:
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
-        self.proc = python_module("lswh.standin", "--host", "127.0.0.1", "--port", str(self.port),
+        self.proc = python_module("lswh_standin", "--host", "127.0.0.1", "--port", str(self.port),
                                   "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), name="standin-tls")
         self.http = httpx.Client(base_url=self.url, timeout=30, verify=ssl.create_default_context(cafile=str(ca)))
         wait_until(lambda: self.http.get("/info").status_code == 200, 20, what="the TLS stand-in")

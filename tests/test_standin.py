@@ -18,7 +18,7 @@ from langsmith.utils import (
     LangSmithRetry,
 )
 
-from lswh.standin import DEFAULT_API_KEY
+from lswh_standin import DEFAULT_API_KEY
 from tests.support.procs import free_port, python_module, wait_http
 
 # No deprecated SDK call here: LangSmith removes them (issue 8).
@@ -33,7 +33,7 @@ JSON_ENDPOINTS_INFO: dict[str, Any] = {"instance_flags": {}}
 def standin_url() -> Iterator[str]:
     port = free_port()
     proc = python_module(
-        "lswh.standin", "--port", str(port), "--preload-fixture", name="standin"
+        "lswh_standin", "--port", str(port), "--preload-fixture", name="standin"
     )
     url = f"http://127.0.0.1:{port}"
     try:

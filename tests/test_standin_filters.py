@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from lswh.standin.filters import FilterError, Subject, compile_filter, has_feedback_condition, parse
+from lswh_standin.filters import FilterError, Subject, compile_filter, has_feedback_condition, parse
 
 RUN: dict[str, Any] = {
     "id": "r1",

@@ -1,4 +1,4 @@
-"""The stand-in's `/info` switches and the servers they describe (lswh/standin/profiles.py), and its
+"""The stand-in's `/info` switches and the servers they describe (standin/lswh_standin/profiles.py), and its
 strict date-times: what the worker's /info handling and RFC 3339 times are tested against."""
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def test_a_v2_query_window_without_a_timezone_is_refused(fresh: StandIn, field: 
 ])
 def test_a_bad_info_failures_value_stops_the_standin_saying_why(args: list[str], env: dict[str, str],
                                                                 said: str) -> None:
-    proc = python_module("lswh.standin", "--port", str(free_port()), *args, env=env, name="standin-bad")
+    proc = python_module("lswh_standin", "--port", str(free_port()), *args, env=env, name="standin-bad")
     try:
         assert proc.popen.wait(timeout=30) == 2
         assert said in proc.output()

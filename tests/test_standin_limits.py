@@ -12,7 +12,7 @@ import pytest
 from langsmith import Client
 from langsmith.utils import LangSmithRateLimitError, LangSmithRetry
 
-from lswh.standin.limits import CLOUD_LIMITS, Limit, SlidingWindows, category
+from lswh_standin.limits import CLOUD_LIMITS, Limit, SlidingWindows, category
 from tests.support.procs import free_port, python_module, wait_http
 from tests.support.stack import StandIn, fresh_key
 from tests.test_dev import start_dev  # noqa: F401 - the fixture that runs `lswh dev` as a user does
@@ -198,7 +198,7 @@ def test_no_limits_switch_at_start(switch: str) -> None:
     port = free_port()
     args = ["--port", str(port), "--preload-fixture"] + (["--no-limits"] if switch == "flag" else [])
     env = {"STANDIN_NO_LIMITS": "1"} if switch == "env" else {"STANDIN_NO_LIMITS": ""}
-    proc = python_module("lswh.standin", *args, env=env, name="standin-no-limits")
+    proc = python_module("lswh_standin", *args, env=env, name="standin-no-limits")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/info", proc)

@@ -297,7 +297,7 @@ def test_flags_profile_chosen_at_start(switch: str) -> None:
     port = free_port()
     args = ["--port", str(port)] + (["--flags", "v1-only"] if switch == "flag" else [])
     env = {"STANDIN_FLAGS": "v1-only" if switch == "env" else ""}
-    proc = python_module("lswh.standin", *args, env=env, name="standin-v1")
+    proc = python_module("lswh_standin", *args, env=env, name="standin-v1")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/info", proc)
@@ -308,7 +308,7 @@ def test_flags_profile_chosen_at_start(switch: str) -> None:
 
 
 def test_unknown_flags_profile_stops_the_standin_with_a_clear_error() -> None:
-    proc = python_module("lswh.standin", "--port", str(free_port()), env={"STANDIN_FLAGS": "v3"}, name="standin-v3")
+    proc = python_module("lswh_standin", "--port", str(free_port()), env={"STANDIN_FLAGS": "v3"}, name="standin-v3")
     assert proc.popen.wait(30) == 2
     assert "STANDIN_FLAGS='v3'" in proc.output()
     proc.stop()

@@ -1,4 +1,4 @@
-"""The stand-in's organization-scoped keys (lswh/standin/tenants.py), through the real SDK: its 403
+"""The stand-in's organization-scoped keys (standin/lswh_standin/tenants.py), through the real SDK: its 403
 is the one the SDK recognises, and X-Tenant-Id is counted per route."""
 
 from __future__ import annotations

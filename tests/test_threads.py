@@ -188,7 +188,7 @@ def add_turns(standin: StandIn, thread_id: str, count: int, *, first: int = 0, k
 
 
 def thread_body(standin: StandIn, rule_id: str, thread_ids: list[str], **fields: str) -> dict[str, Any]:
-    """The stand-in's ASSUMED thread delivery (lswh/standin/threads.py: not documented anywhere)."""
+    """The stand-in's ASSUMED thread delivery (standin/lswh_standin/threads.py: not documented anywhere)."""
     return standin.admin("POST", "thread-delivery", {"rule_id": rule_id, "thread_ids": thread_ids,  # type: ignore[no-any-return]
                                                      **fields})
 

@@ -14,7 +14,7 @@ import redis
 
 from tests.support.procs import ROOT, Proc, RedisServer, free_port, lswh, python_module, wait_http, wait_until
 
-FIXTURE = ROOT / "lswh" / "fixtures" / "langsmith_docs_payload.json"
+FIXTURE = ROOT / "standin" / "lswh_standin" / "fixtures" / "langsmith_docs_payload.json"
 API_KEY = "lsv2-standin-key"
 SECRET = "s3cret-for-tests"
 ROTATED = "rotated-secret-2"
@@ -42,7 +42,7 @@ class StandIn:
             args += ["--require-header", require_header]
         if info_failures:
             args += ["--info-failures", str(info_failures)]
-        self.proc = python_module("lswh.standin", *args, name="standin")
+        self.proc = python_module("lswh_standin", *args, name="standin")
         # Waiting on /info would spend the failures it was started with: the admin API is never faulted.
         wait_http(f"{self.url}/_admin/info" if info_failures else f"{self.url}/info", self.proc)
         self.http = httpx.Client(base_url=self.url, timeout=30)

@@ -27,8 +27,8 @@ from langsmith.types.run_select_field import RunSelectField
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from lswh.standin.filters import FilterError, Matcher, Subject, compile_filter, has_feedback_condition, parse
-from lswh.standin.state import (
+from lswh_standin.filters import FilterError, Matcher, Subject, compile_filter, has_feedback_condition, parse
+from lswh_standin.state import (
     ApiError,
     BadRequest,
     State,

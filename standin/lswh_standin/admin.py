@@ -13,15 +13,15 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from lswh.standin.datasets import dataset_out
-from lswh.standin.feedback import normalize_feedback
-from lswh.standin.limits import CLOUD_LIMITS, Limit
-from lswh.standin.profiles import PROFILES
-from lswh.standin.rules import normalize_rule
-from lswh.standin.state import SESSION_ID, BadRequest, Fault, Race, State, iso, json_body, uuid_or_none
-from lswh.standin.tenants import tenants_of
+from lswh_standin.datasets import dataset_out
+from lswh_standin.feedback import normalize_feedback
+from lswh_standin.limits import CLOUD_LIMITS, Limit
+from lswh_standin.profiles import PROFILES
+from lswh_standin.rules import normalize_rule
+from lswh_standin.state import SESSION_ID, BadRequest, Fault, Race, State, iso, json_body, uuid_or_none
+from lswh_standin.tenants import tenants_of
 
-FIXTURE_PATH = Path(__file__).parent.parent / "fixtures" / "langsmith_docs_payload.json"
+FIXTURE_PATH = Path(__file__).parent / "fixtures" / "langsmith_docs_payload.json"
 FIXTURE_INPUTS = {"query": "How do I turn traced runs into dataset examples in LangSmith?"}
 FIXTURE_OUTPUTS = {
     "output": "Add an automation rule on your tracing project that adds matching runs to a dataset."

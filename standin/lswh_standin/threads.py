@@ -20,7 +20,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from lswh.standin.state import BadRequest, State, iso, json_body
+from lswh_standin.state import BadRequest, State, iso, json_body
 
 
 def thread_delivery(rule: dict[str, Any], thread_ids: list[str], start_time: str, end_time: str) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from lswh.standin.state import State
+from lswh_standin.state import State
 
 ORG_KEY_PREFIX = "lsv2-standin-org"
 TENANT_HEADER = "x-tenant-id"

@@ -15,8 +15,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from lswh.standin.limits import CLOUD_LIMITS, Limit, SlidingWindows
-from lswh.standin.profiles import Profile
+from lswh_standin.limits import CLOUD_LIMITS, Limit, SlidingWindows
+from lswh_standin.profiles import Profile
 
 # Any key with this prefix is a valid API key and its own rate-limit bucket.
 API_KEY_PREFIX = "lsv2-standin"

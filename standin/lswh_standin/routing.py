@@ -10,9 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lswh.standin.limits import category
-from lswh.standin.state import API_KEY_PREFIX, ApiError, State, detail, state_of
-from lswh.standin.tenants import tenants_of
+from lswh_standin.limits import category
+from lswh_standin.state import API_KEY_PREFIX, ApiError, State, detail, state_of
+from lswh_standin.tenants import tenants_of
 
 Handler = Callable[[Request, State], Awaitable[Response]]
 
@@ -36,7 +36,7 @@ def _aliases(template: str) -> list[str]:
 def api(template: str, handler: Handler, methods: list[str], *, auth: bool = True,
         limited: bool = True, langsmith: bool = True) -> list[Route]:
     """An API (or S3, `langsmith=False`) route under each of its spellings, all counted under one
-    stats key. LangSmith routes check the tenant header (lswh/standin/tenants.py)."""
+    stats key. LangSmith routes check the tenant header (standin/lswh_standin/tenants.py)."""
 
     async def endpoint(request: Request) -> Response:
         state = state_of(request)

@@ -20,7 +20,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from lswh.standin.state import (
+from lswh_standin.state import (
     BadRequest,
     State,
     Unprocessable,

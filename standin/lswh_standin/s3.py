@@ -12,7 +12,7 @@ from urllib.parse import quote, urlencode
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from lswh.standin.state import BadRequest, S3Object, State, json_body, now
+from lswh_standin.state import BadRequest, S3Object, State, json_body, now
 
 DEFAULT_BUCKET = "lswh-standin"
 

@@ -7,11 +7,11 @@ import os
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from lswh.standin import admin, datasets, examples, feedback, queues, rules, runs, s3, tenants, threads
-from lswh.standin.profiles import Profile, profile
-from lswh.standin.routing import admin as admin_route
-from lswh.standin.routing import api
-from lswh.standin.state import State
+from lswh_standin import admin, datasets, examples, feedback, queues, rules, runs, s3, tenants, threads
+from lswh_standin.profiles import Profile, profile
+from lswh_standin.routing import admin as admin_route
+from lswh_standin.routing import api
+from lswh_standin.state import State
 
 PLATFORM = "/v1/platform/datasets/{dataset_id}/examples"
 
@@ -26,7 +26,7 @@ def create_app(
     info_failures: int = 0,
 ) -> Starlette:
     """The stand-in app. API keys: any starting with `lsv2-standin`, each its own rate-limit bucket;
-    `lsv2-standin-org...` keys are organization-scoped (lswh/standin/tenants.py).
+    `lsv2-standin-org...` keys are organization-scoped (standin/lswh_standin/tenants.py).
     `limits=False` lifts LangSmith Cloud's rate limits; `flags` picks the `/info` profile;
     `info_failures` makes the first N `GET /info` answer 503."""
     state = State(
@@ -101,7 +101,7 @@ def env_flag(name: str) -> bool:
 
 
 def app_from_env() -> Starlette:
-    """For `uvicorn lswh.standin.app:app_from_env --factory`: the same switches as the CLI, by env."""
+    """For `uvicorn lswh_standin.app:app_from_env --factory`: the same switches as the CLI, by env."""
     return create_app(
         latency_ms=int(os.environ.get("STANDIN_LATENCY_MS") or 0),
         preload_fixture=env_flag("STANDIN_PRELOAD_FIXTURE"),

@@ -18,7 +18,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from lswh.standin.state import TENANT_ID, ApiError, BadRequest, State, Unprocessable, iso, uuid_or_none
+from lswh_standin.state import TENANT_ID, ApiError, BadRequest, State, Unprocessable, iso, uuid_or_none
 
 PAGE_DEFAULT, PAGE_MAX = 20, 100
 

@@ -26,8 +26,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from lswh.standin.datasets import page
-from lswh.standin.state import (
+from lswh_standin.datasets import page
+from lswh_standin.state import (
     ApiError,
     BadRequest,
     Race,

@@ -26,7 +26,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from lswh.standin.state import (
+from lswh_standin.state import (
     TENANT_ID,
     ApiError,
     BadRequest,

@@ -1,17 +1,17 @@
-"""`python -m lswh.standin`: serve the stand-in with uvicorn."""
+"""`python -m lswh_standin`: serve the stand-in with uvicorn."""
 
 from __future__ import annotations
 
 import argparse
 import os
 
-from lswh.standin.app import create_app, env_flag
-from lswh.standin.profiles import PROFILES
-from lswh.standin.tenants import parse_required
+from lswh_standin.app import create_app, env_flag
+from lswh_standin.profiles import PROFILES
+from lswh_standin.tenants import parse_required
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lswh.standin", description="A local LangSmith stand-in.")
+    parser = argparse.ArgumentParser(prog="python -m lswh_standin", description="A local LangSmith stand-in.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=1984)
     parser.add_argument("--latency-ms", type=int, default=int(os.environ.get("STANDIN_LATENCY_MS") or 0))

@@ -1,3 +1,0 @@
-from lswh.standin.cli import main
-
-main()

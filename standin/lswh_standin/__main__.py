@@ -1,0 +1,3 @@
+from lswh_standin.cli import main
+
+main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 
 import pytest
@@ -47,3 +48,10 @@ def fresh(own_standin: StandIn) -> Iterator[StandIn]:
     own_standin.admin("POST", "reset")
     yield own_standin
     own_standin.admin("POST", "reset")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite talks to the LangSmith stand-in, a distribution of its own: say how to get it."""
+    if importlib.util.find_spec("lswh_standin") is None:
+        raise pytest.UsageError("the LangSmith stand-in (lswh_standin) is not installed: .venv/bin/pip install -e "
+                                "./standin (the README's test command installs it)")

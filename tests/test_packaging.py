@@ -6,12 +6,14 @@ stand-in, as a user who skipped `pip install -e ./standin` has.
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import sysconfig
 import time
+import tomllib
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,6 +69,34 @@ def test_the_product_wheel_has_every_module_of_the_product(wheel: Path) -> None:
     assert top_level == set(PRODUCT_PACKAGES)
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     assert "lswh = lswh.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_the_stand_ins_own_wheel_carries_its_modules_and_the_fixture_it_preloads(tmp_path: Path) -> None:
+    # The compose test's stand-in image installs it non-editable: what is not in this wheel is not there.
+    source = tmp_path / "checkout"
+    for name in checkout_files():
+        if name.startswith("standin/"):
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(source / "standin"),
+                           "-w", str(tmp_path)], capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (built,) = tmp_path.glob("lswh_standin-*.whl")
+    names = set(zipfile.ZipFile(built).namelist())
+    modules = {name.removeprefix("standin/") for name in checkout_files()
+               if name.startswith("standin/lswh_standin/") and not name.endswith((".md", ".toml"))}
+    assert "lswh_standin/fixtures/langsmith_docs_payload.json" in modules
+    assert modules - names == set()
+    assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"lswh_standin"}
+
+
+def test_the_stand_in_pins_the_sdk_the_product_pins() -> None:
+    # It answers the SDK's own run fields (`select`), so both must resolve to one langsmith.
+    def langsmith(pyproject: Path) -> list[str]:
+        dependencies = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+        return [d for d in dependencies if re.match(r"langsmith\b", d)]
+
+    assert langsmith(ROOT / "standin" / "pyproject.toml") == langsmith(ROOT / "pyproject.toml") != []
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 
 from lswh_core.settings import Settings
+from tests.support.faults import injected
 from tests.support.procs import RedisServer
 from tests.support.stack import StandIn, fresh_key
+from workers.errors import RunError
 from workers.runtime import Runtime
 from workers.writer import UNCHANGED, UPDATED, WRITTEN, Writer, resolve_dataset
 
@@ -56,3 +58,29 @@ def test_a_409_means_someone_was_first_not_a_failure(runtime: Runtime, standin: 
     assert standin.pending_races() == []
     stored = [e for e in standin.examples() if e["dataset_id"] == dataset_id]
     assert len(stored) == 1 and stored[0]["outputs"] == {"answer": 1}, stored
+
+
+def test_a_refused_batch_is_split_so_the_rest_still_land(runtime: Runtime, standin: StandIn) -> None:
+    dataset_id = runtime.run(resolve_dataset(runtime, f"writer-{uuid.uuid4()}"))
+    writer = Writer(runtime, dataset_id)
+    runs = [str(uuid.uuid4()) for _ in range(4)]
+    # LangSmith refuses the whole request once (a 422 is no one's transient trouble): the halves go again.
+    with injected(standin, f"POST /v1/platform/datasets/{dataset_id}/examples", times=1, status=422):
+        outcomes = runtime.run(writer.write([_example(run, {"answer": n}) for n, run in enumerate(runs)]))
+    assert outcomes == dict.fromkeys(runs, WRITTEN)
+    assert sorted(standin.examples_by_run(runs)) == sorted(runs)
+
+
+def test_an_example_refused_alone_fails_alone(runtime: Runtime, standin: StandIn) -> None:
+    dataset_id = runtime.run(resolve_dataset(runtime, f"writer-{uuid.uuid4()}"))
+    writer = Writer(runtime, dataset_id)
+    runs = [str(uuid.uuid4()) for _ in range(2)]
+    # Refused as a pair, then one of the two refused again on its own: only that one fails, for good.
+    with injected(standin, f"POST /v1/platform/datasets/{dataset_id}/examples", times=2, status=422):
+        outcomes = runtime.run(writer.write([_example(run, {"answer": n}) for n, run in enumerate(runs)]))
+    failed = [run for run, outcome in outcomes.items() if isinstance(outcome, RunError)]
+    assert len(failed) == 1 and sorted(outcomes) == sorted(runs), outcomes
+    assert not outcomes[failed[0]].transient  # type: ignore[union-attr]
+    written = [run for run in runs if run not in failed]
+    assert outcomes[written[0]] == WRITTEN
+    assert list(standin.examples_by_run(runs)) == written

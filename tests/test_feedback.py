@@ -3,7 +3,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from workers.feedback import by_run, correction_outputs, latest_scores
+from workers.feedback import correction_outputs, latest_scores
 
 T0 = dt.datetime(2024, 4, 5, 1, 0, tzinfo=dt.UTC)
 
@@ -20,14 +20,6 @@ class Fb:
 
     def __post_init__(self) -> None:
         self.id = self.id or uuid.uuid4()
-
-
-def test_feedback_is_joined_by_run_id_not_position() -> None:
-    a, b = uuid.uuid4(), uuid.uuid4()
-    items = [Fb(b, score=0), Fb(a, score=1), Fb(b, key="x", score=2)]
-    grouped = by_run(items)
-    assert [f.score for f in grouped[str(a)]] == [1]
-    assert sorted(f.score for f in grouped[str(b)]) == [0, 2]
 
 
 def test_run_without_feedback_has_no_correction() -> None:

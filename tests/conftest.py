@@ -1,13 +1,18 @@
-"""Real servers, started once per test run: Redis, the LangSmith stand-in, a default pipeline."""
+"""Real servers, started once per test run: Redis, the LangSmith stand-in, a default pipeline;
+and a worker runtime in the test's process, on those servers."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.support.procs import RedisServer
-from tests.support.stack import Pipeline, StandIn
+from tests.support.stack import Pipeline, StandIn, worker_runtime
+
+if TYPE_CHECKING:
+    from workers.runtime import Runtime
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +52,9 @@ def fresh(own_standin: StandIn) -> Iterator[StandIn]:
     own_standin.admin("POST", "reset")
     yield own_standin
     own_standin.admin("POST", "reset")
+
+
+@pytest.fixture
+def runtime(redis_server: RedisServer, standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> Runtime:
+    """A worker's runtime in the test's own process, for calling worker code directly."""
+    return worker_runtime(redis_server, standin, monkeypatch)

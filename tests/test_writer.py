@@ -2,26 +2,13 @@
 create the new, update the changed keeping stored metadata, leave the identical alone."""
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from lswh_core.settings import Settings
 from tests.support.faults import injected
-from tests.support.procs import RedisServer
-from tests.support.stack import StandIn, fresh_key
+from tests.support.stack import StandIn
 from workers.errors import RunError
 from workers.runtime import Runtime
 from workers.writer import UNCHANGED, UPDATED, WRITTEN, Writer, resolve_dataset
-
-
-@pytest.fixture
-def runtime(redis_server: RedisServer, standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
-    monkeypatch.setenv("LANGSMITH_ENDPOINT", standin.url)
-    monkeypatch.setenv("LANGSMITH_API_KEY", fresh_key())
-    yield Runtime(Settings.from_env())
 
 
 def _example(run_id: str, outputs: Any, metadata: dict[str, Any] | None = None) -> dict[str, Any]:

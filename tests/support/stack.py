@@ -7,12 +7,16 @@ import json
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import pytest
 import redis
 
 from tests.support.procs import ROOT, Proc, RedisServer, free_port, lswh, python_module, wait_http, wait_until
+
+if TYPE_CHECKING:
+    from workers.runtime import Runtime
 
 FIXTURE = ROOT / "lswh" / "fixtures" / "langsmith_docs_payload.json"
 API_KEY = "lsv2-standin-key"
@@ -23,6 +27,20 @@ ROTATED = "rotated-secret-2"
 def fresh_key() -> str:
     """An API key the stand-in accepts, with rate-limit windows of its own."""
     return f"lsv2-standin-{uuid.uuid4()}"
+
+
+def worker_runtime(redis_server: RedisServer, standin: StandIn, monkeypatch: pytest.MonkeyPatch,
+                   **env: str) -> Runtime:
+    """A worker's runtime in the test's own process, on this Redis and stand-in with an API key
+    of its own (its own rate-limit windows), for calling worker code directly. `env` adds or
+    overrides settings (LSWH_* variables), as a worker's environment would."""
+    from lswh_core.settings import Settings
+    from workers.runtime import Runtime
+
+    for name, value in {"REDIS_URL": redis_server.url, "LANGSMITH_ENDPOINT": standin.url,
+                        "LANGSMITH_API_KEY": fresh_key(), **env}.items():
+        monkeypatch.setenv(name, value)
+    return Runtime(Settings.from_env())
 
 
 class StandIn:

@@ -55,6 +55,7 @@ def fresh(own_standin: StandIn) -> Iterator[StandIn]:
 
 
 @pytest.fixture
-def runtime(redis_server: RedisServer, standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> Runtime:
+def runtime(redis_server: RedisServer, standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
     """A worker's runtime in the test's own process, for calling worker code directly."""
-    return worker_runtime(redis_server, standin, monkeypatch)
+    with worker_runtime(redis_server, standin, monkeypatch) as made:
+        yield made

@@ -3,9 +3,11 @@ the ingress under uvicorn, RQ workers. Tests talk HTTP to it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,18 +31,27 @@ def fresh_key() -> str:
     return f"lsv2-standin-{uuid.uuid4()}"
 
 
+@contextlib.contextmanager
 def worker_runtime(redis_server: RedisServer, standin: StandIn, monkeypatch: pytest.MonkeyPatch,
-                   **env: str) -> Runtime:
-    """A worker's runtime in the test's own process, on this Redis and stand-in with an API key
-    of its own (its own rate-limit windows), for calling worker code directly. `env` adds or
-    overrides settings (LSWH_* variables), as a worker's environment would."""
+                   **env: str) -> Iterator[Runtime]:
+    """A worker's runtime in the test's own process, configured as a Pipeline's workers are: this
+    Redis and stand-in, an API key of its own (its own rate-limit windows), the stand-in's object
+    store allowed, a dataset of its own. For calling worker code directly. `env` adds or
+    overrides settings (LSWH_* variables), as a worker's environment would. Its object-store
+    client is closed at the end: left to the garbage collector, its session's unclosed warning
+    may fire at any later moment of the test run."""
     from lswh_core.settings import Settings
     from workers.runtime import Runtime
 
     for name, value in {"REDIS_URL": redis_server.url, "LANGSMITH_ENDPOINT": standin.url,
-                        "LANGSMITH_API_KEY": fresh_key(), **env}.items():
+                        "LANGSMITH_API_KEY": fresh_key(), "LSWH_S3_ALLOWED_HOSTS": f"http://127.0.0.1:{standin.port}",
+                        "LSWH_DATASET": f"ds-{uuid.uuid4().hex[:8]}", **env}.items():
         monkeypatch.setenv(name, value)
-    return Runtime(Settings.from_env())
+    runtime = Runtime(Settings.from_env())
+    try:
+        yield runtime
+    finally:
+        runtime.run(runtime.http.aclose())
 
 
 class StandIn:

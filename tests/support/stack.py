@@ -272,6 +272,18 @@ def fresh_run(**fields: Any) -> dict[str, Any]:
     return run
 
 
+def s3_object(standin: StandIn, body: Any, **options: Any) -> tuple[str, str]:
+    """(presigned URL, object path for fault routes) of a new object in the stand-in's S3."""
+    key = f"runs/{uuid.uuid4()}.json"
+    url = standin.put_object(body, key=key, **options)
+    return url, f"/s3/lswh-standin/{key}"
+
+
+def s3_urls(url: str) -> dict[str, Any]:
+    """A run's `inputs_s3_urls` / `outputs_s3_urls` pointing at one presigned URL."""
+    return {"ROOT": {"presigned_url": url, "s3_url": "s3://lswh-standin/x"}}
+
+
 def delivery(runs: list[dict[str, Any]], rule_id: str | None = None, **fields: Any) -> dict[str, Any]:
     return {"rule_id": rule_id or str(uuid.uuid4()), "start_time": "2024-04-05T01:28:54.734491+00:00",
             "end_time": "2024-04-05T01:28:56.492563+00:00", "runs": runs, **fields}

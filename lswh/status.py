@@ -86,8 +86,7 @@ def worker_state(state: str) -> str:
 
 
 def failed_reasons(connection: redis.Redis, limit: int = MAX_FAILED_READ) -> dict[str, str]:
-    registry = FailedJobRegistry(queue=Queue(contract.QUEUE, connection=connection))
-    job_ids = registry.get_job_ids(0, limit - 1)
+    job_ids = failed_registry(connection).get_job_ids(0, limit - 1)
     reasons: dict[str, str] = {}
     for job_id, job in zip(job_ids, Job.fetch_many(job_ids, connection=connection), strict=True):
         if job is None:
@@ -169,21 +168,26 @@ def valid_delivery_id(text: str) -> bool:
     return bool(_DELIVERY_ID.match(text))
 
 
+def failed_registry(connection: redis.Redis) -> FailedJobRegistry:
+    return FailedJobRegistry(queue=Queue(contract.QUEUE, connection=connection))
+
+
 def requeue_by_reason(connection: redis.Redis, text: str) -> tuple[int, int]:
     """(requeued, matched): a job may leave the registry between the read and the requeue."""
-    registry = FailedJobRegistry(queue=Queue(contract.QUEUE, connection=connection))
     job_ids = matching(text, failed_reasons(connection))
-    return _requeue(registry, job_ids), len(job_ids)
+    requeued, _ = requeue(failed_registry(connection), job_ids)
+    return requeued, len(job_ids)
 
 
-def _requeue(registry: FailedJobRegistry, job_ids: Iterable[str]) -> int:
+def requeue(registry: FailedJobRegistry, job_ids: Iterable[str]) -> tuple[int, list[str]]:
+    """(requeued, the ids that are not in the failed registry: never there, or gone meanwhile)."""
     from rq.exceptions import InvalidJobOperation, NoSuchJobError
 
-    done = 0
+    done, missing = 0, []
     for job_id in job_ids:
         try:
             registry.requeue(job_id)
             done += 1
         except (InvalidJobOperation, NoSuchJobError):
-            continue
-    return done
+            missing.append(job_id)
+    return done, missing

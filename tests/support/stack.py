@@ -37,9 +37,11 @@ def worker_runtime(redis_server: RedisServer, standin: StandIn, monkeypatch: pyt
     """A worker's runtime in the test's own process, configured as a Pipeline's workers are: this
     Redis and stand-in, an API key of its own (its own rate-limit windows), the stand-in's object
     store allowed, a dataset of its own. For calling worker code directly. `env` adds or
-    overrides settings (LSWH_* variables), as a worker's environment would. Its object-store
-    client is closed at the end: left to the garbage collector, its session's unclosed warning
-    may fire at any later moment of the test run."""
+    overrides settings (LSWH_* variables), as a worker's environment would. Its HTTP clients
+    with connections on the loop (object store, LangSmith v2) are closed at the end: left to the
+    garbage collector, an unclosed-transport warning fires at any later moment of the test run,
+    and inside an ast.parse (pytest formats it with a traceback) CPython 3.11 then raises
+    "AST constructor recursion depth mismatch" at the next import pytest rewrites."""
     from lswh_core.settings import Settings
     from workers.runtime import Runtime
 
@@ -52,6 +54,7 @@ def worker_runtime(redis_server: RedisServer, standin: StandIn, monkeypatch: pyt
         yield runtime
     finally:
         runtime.run(runtime.http.aclose())
+        runtime.run(runtime.langsmith.v2().close())
 
 
 class StandIn:

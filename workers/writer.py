@@ -100,8 +100,8 @@ class Writer:
                 else:
                     outcomes[run_id] = UNCHANGED
             results = await asyncio.gather(
-                *(self._bisecting(batch, self._create, WRITTEN) for batch in chunks(new, WRITE_BATCH)),
-                *(self._bisecting(batch, self._update, UPDATED) for batch in chunks(changed, WRITE_BATCH)),
+                *(self._send(batch, self._create, WRITTEN) for batch in chunks(new, WRITE_BATCH)),
+                *(self._send(batch, self._update, UPDATED) for batch in chunks(changed, WRITE_BATCH)),
             )
             conflicted: list[dict[str, Any]] = []
             for result in results:
@@ -114,8 +114,7 @@ class Writer:
                 return outcomes
             pending = conflicted  # created meanwhile by someone else: compare again
         for example in pending:
-            outcomes[example[by]] = RunError("writing the example: kept conflicting",
-                                                          transient=True)
+            outcomes[example[by]] = RunError("writing the example: kept conflicting", transient=True)
         return outcomes
 
     async def _create(self, batch: Sequence[dict[str, Any]]) -> None:
@@ -126,9 +125,9 @@ class Writer:
             self.dataset_id,
             [{"id": e["id"], "inputs": e["inputs"], "outputs": e["outputs"], "metadata": e["metadata"]} for e in batch])
 
-    async def _bisecting(self, batch: Sequence[dict[str, Any]],
-                         send: Callable[[Sequence[dict[str, Any]]], Awaitable[None]], done: str
-                         ) -> list[tuple[dict[str, Any], Outcome]]:
+    async def _send(self, batch: Sequence[dict[str, Any]],
+                    send: Callable[[Sequence[dict[str, Any]]], Awaitable[None]], done: str
+                    ) -> list[tuple[dict[str, Any], Outcome]]:
         """Send a batch; on a conflict report it for another round; on a permanent error split
         the batch in halves until the examples at fault are alone, so the rest still land. A
         conflict or a gone dataset is the whole batch's answer, never split."""

@@ -8,7 +8,7 @@ from tests.support.faults import injected
 from tests.support.stack import StandIn
 from workers.errors import RunError
 from workers.runtime import Runtime
-from workers.writer import UNCHANGED, UPDATED, WRITTEN, Writer, resolve_dataset
+from workers.writer import UNCHANGED, UPDATED, WRITTEN, Outcomes, Writer, resolve_dataset
 
 
 def _example(run_id: str, outputs: Any, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -47,24 +47,25 @@ def test_a_409_means_someone_was_first_not_a_failure(runtime: Runtime, standin: 
     assert len(stored) == 1 and stored[0]["outputs"] == {"answer": 1}, stored
 
 
-def test_a_refused_batch_is_split_so_the_rest_still_land(runtime: Runtime, standin: StandIn) -> None:
+def _write_refused(runtime: Runtime, standin: StandIn, runs: int, refusals: int) -> tuple[list[str], Outcomes]:
+    """Write `runs` new examples while LangSmith refuses the dataset's next `refusals` example
+    writes with a 422 (no one's transient trouble)."""
     dataset_id = runtime.run(resolve_dataset(runtime, f"writer-{uuid.uuid4()}"))
-    writer = Writer(runtime, dataset_id)
-    runs = [str(uuid.uuid4()) for _ in range(4)]
-    # LangSmith refuses the whole request once (a 422 is no one's transient trouble): the halves go again.
-    with injected(standin, f"POST /v1/platform/datasets/{dataset_id}/examples", times=1, status=422):
-        outcomes = runtime.run(writer.write([_example(run, {"answer": n}) for n, run in enumerate(runs)]))
+    run_ids = [str(uuid.uuid4()) for _ in range(runs)]
+    with injected(standin, f"POST /v1/platform/datasets/{dataset_id}/examples", times=refusals, status=422):
+        examples = [_example(run, {"answer": n}) for n, run in enumerate(run_ids)]
+        return run_ids, runtime.run(Writer(runtime, dataset_id).write(examples))
+
+
+def test_a_refused_batch_is_split_so_the_rest_still_land(runtime: Runtime, standin: StandIn) -> None:
+    runs, outcomes = _write_refused(runtime, standin, runs=4, refusals=1)  # the whole batch, once: halves go again
     assert outcomes == dict.fromkeys(runs, WRITTEN)
     assert sorted(standin.examples_by_run(runs)) == sorted(runs)
 
 
 def test_an_example_refused_alone_fails_alone(runtime: Runtime, standin: StandIn) -> None:
-    dataset_id = runtime.run(resolve_dataset(runtime, f"writer-{uuid.uuid4()}"))
-    writer = Writer(runtime, dataset_id)
-    runs = [str(uuid.uuid4()) for _ in range(2)]
     # Refused as a pair, then one of the two refused again on its own: only that one fails, for good.
-    with injected(standin, f"POST /v1/platform/datasets/{dataset_id}/examples", times=2, status=422):
-        outcomes = runtime.run(writer.write([_example(run, {"answer": n}) for n, run in enumerate(runs)]))
+    runs, outcomes = _write_refused(runtime, standin, runs=2, refusals=2)
     failed = [run for run, outcome in outcomes.items() if isinstance(outcome, RunError)]
     assert len(failed) == 1 and sorted(outcomes) == sorted(runs), outcomes
     assert not outcomes[failed[0]].transient  # type: ignore[union-attr]

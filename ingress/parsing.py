@@ -47,11 +47,6 @@ def counts_in(body: bytes) -> Counts:
     return (len(runs) if isinstance(runs, list) else None), threads_in(doc)
 
 
-def runs_in(body: bytes) -> int:
-    """In the parse process: the number of runs, or BadDelivery (pickled back as is)."""
-    return counts_in(body)[0] or 0
-
-
 def _ready() -> int:
     return os.getpid()
 

@@ -132,23 +132,16 @@ def status(args: argparse.Namespace) -> int:
 def requeue(args: argparse.Namespace) -> int:
     if args.reason is not None:
         return _requeue_by_reason(args.reason)
-    from rq import Queue
-    from rq.exceptions import InvalidJobOperation, NoSuchJobError
-    from rq.registry import FailedJobRegistry
-
+    from lswh.status import failed_registry
+    from lswh.status import requeue as requeue_jobs
     from lswh_core.contract import QUEUE
     from lswh_core.redis import sync_redis
 
-    connection = sync_redis(Settings.from_env().redis_url)
-    registry = FailedJobRegistry(queue=Queue(QUEUE, connection=connection))
+    registry = failed_registry(sync_redis(Settings.from_env().redis_url))
     job_ids = registry.get_job_ids() if args.all else args.job_ids
-    requeued = 0
-    for job_id in job_ids:
-        try:
-            registry.requeue(job_id)
-            requeued += 1
-        except (InvalidJobOperation, NoSuchJobError):
-            print(f"lswh requeue: {job_id} is not in the failed registry of queue {QUEUE}", file=sys.stderr)
+    requeued, missing = requeue_jobs(registry, job_ids)
+    for job_id in missing:
+        print(f"lswh requeue: {job_id} is not in the failed registry of queue {QUEUE}", file=sys.stderr)
     print(f"requeued {requeued} job{'' if requeued == 1 else 's'}")
     return 0 if requeued == len(job_ids) else 1
 

@@ -25,6 +25,7 @@ from ingress.metrics import QueueState, read_queue
 from lswh_core import contract
 from lswh_core.masks import mask, pattern
 from lswh_core.redis import async_redis
+from workers.accounting import Account, read_account
 
 # A registry this large is a backlog to fix, not to list: reading every reason costs a round trip.
 MAX_FAILED_READ = 10_000
@@ -32,7 +33,7 @@ _DELIVERY_ID = re.compile(r"^[0-9a-f]{32}$")
 _RUNS_IN_DESCRIPTION = re.compile(r"\((\d+) runs?\)")
 
 
-# --- pure: reasons, groups, accounting ------------------------------------------------------------
+# --- pure: reasons, groups, the account line ----------------------------------------------------
 
 
 def reason_of(exc_string: str | None) -> str:
@@ -66,30 +67,12 @@ def matching(text: str, reasons: Mapping[str, str]) -> list[str]:
     return [job_id for job_id, reason in reasons.items() if wanted.search(reason)]
 
 
-@dataclass(frozen=True)
-class Account:
-    received: int = 0
-    written: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    skipped: int = 0
-    failed: int = 0
-
-    @classmethod
-    def from_hash(cls, raw: Mapping[bytes | str, bytes | str]) -> Account:
-        values = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
-        return cls(**{name: values.get(name, 0) for name in contract.ACCOUNT_FIELDS})
-
-    @property
-    def pending(self) -> int:
-        return self.received - self.written - self.updated - self.unchanged - self.skipped - self.failed
-
-    def line(self) -> str:
-        parts = " + ".join(f"{getattr(self, name)} {name}" for name in (*contract.RUN_OUTCOME_FIELDS, "pending"))
-        text = f"{self.received} runs received = {parts}"
-        if self.pending < 0:
-            text += f"  DOES NOT ADD UP: {-self.pending} more outcomes than runs received"
-        return text
+def account_line(account: Account) -> str:
+    parts = " + ".join(f"{figure} {name}" for name, figure in account.figures().items() if name != "received")
+    text = f"{account.received} runs received = {parts}"
+    if account.pending < 0:
+        text += f"  DOES NOT ADD UP: {-account.pending} more outcomes than runs received"
+    return text
 
 
 def worker_state(state: str) -> str:
@@ -103,8 +86,7 @@ def worker_state(state: str) -> str:
 
 
 def failed_reasons(connection: redis.Redis, limit: int = MAX_FAILED_READ) -> dict[str, str]:
-    registry = FailedJobRegistry(queue=Queue(contract.QUEUE, connection=connection))
-    job_ids = registry.get_job_ids(0, limit - 1)
+    job_ids = failed_registry(connection).get_job_ids(0, limit - 1)
     reasons: dict[str, str] = {}
     for job_id, job in zip(job_ids, Job.fetch_many(job_ids, connection=connection), strict=True):
         if job is None:
@@ -162,9 +144,9 @@ def overview(connection: redis.Redis, redis_url: str) -> list[str]:
 def delivery_account(connection: redis.Redis, delivery_id: str) -> Account | None:
     """From its accounting hash; before a worker has opened one, all its runs are pending (read
     from the stored body, or the job's description once the body has expired)."""
-    raw = connection.hgetall(contract.accounting_key(delivery_id))
-    if raw:
-        return Account.from_hash(raw)
+    account = read_account(connection, delivery_id)
+    if account is not None:
+        return account
     body = connection.get(contract.delivery_key(delivery_id))
     if body is not None:
         runs = orjson.loads(body).get("runs", [])
@@ -179,28 +161,33 @@ def delivery_lines(connection: redis.Redis, delivery_id: str) -> tuple[list[str]
     account = delivery_account(connection, delivery_id)
     if account is None:
         return [f"delivery {delivery_id}: not known here (accounting is kept LSWH_KEEP_DAYS)"], 1
-    return [f"delivery {delivery_id}: {account.line()}"], 0 if account.pending >= 0 else 1
+    return [f"delivery {delivery_id}: {account_line(account)}"], 0 if account.pending >= 0 else 1
 
 
 def valid_delivery_id(text: str) -> bool:
     return bool(_DELIVERY_ID.match(text))
 
 
+def failed_registry(connection: redis.Redis) -> FailedJobRegistry:
+    return FailedJobRegistry(queue=Queue(contract.QUEUE, connection=connection))
+
+
 def requeue_by_reason(connection: redis.Redis, text: str) -> tuple[int, int]:
     """(requeued, matched): a job may leave the registry between the read and the requeue."""
-    registry = FailedJobRegistry(queue=Queue(contract.QUEUE, connection=connection))
     job_ids = matching(text, failed_reasons(connection))
-    return _requeue(registry, job_ids), len(job_ids)
+    requeued, _ = requeue(failed_registry(connection), job_ids)
+    return requeued, len(job_ids)
 
 
-def _requeue(registry: FailedJobRegistry, job_ids: Iterable[str]) -> int:
+def requeue(registry: FailedJobRegistry, job_ids: Iterable[str]) -> tuple[int, list[str]]:
+    """(requeued, the ids that are not in the failed registry: never there, or gone meanwhile)."""
     from rq.exceptions import InvalidJobOperation, NoSuchJobError
 
-    done = 0
+    done, missing = 0, []
     for job_id in job_ids:
         try:
             registry.requeue(job_id)
             done += 1
         except (InvalidJobOperation, NoSuchJobError):
-            continue
-    return done
+            missing.append(job_id)
+    return done, missing

@@ -52,26 +52,27 @@ def _get(env: Mapping[str, str], name: str) -> str:
     return (env.get(name.lower()) or env.get(name) or "").strip()
 
 
+def _with_scheme(proxy: str) -> str:
+    """A proxy as `requests` reads it: one without a scheme is http:// (prepend_scheme_if_needed)."""
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
+def _proxies(env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(variable, value) of each proxy variable that is set."""
+    return [(name, raw) for name in PROXY_VARIABLES if (raw := _get(env, name))]
+
+
 def proxy_for(url: str) -> str | None:
     """The proxy `requests` would use for `url` with this process's environment, or None."""
     proxies = requests.utils.get_environ_proxies(url)
     proxy = requests.utils.select_proxy(url, proxies) or None
-    # requests' adapter reads a proxy without a scheme as http:// (prepend_scheme_if_needed).
-    return proxy if proxy is None or "://" in proxy else f"http://{proxy}"
+    return proxy if proxy is None else _with_scheme(proxy)
 
 
 def proxy_hosts(env: Mapping[str, str] | None = None) -> list[str]:
     """The host names of the configured proxies (the S3 fetcher connects to them, not to the
     object's host, so its address check must let them through)."""
-    env = _env(env)
-    hosts = []
-    for name in PROXY_VARIABLES:
-        raw = _get(env, name)
-        if raw:
-            host = urlsplit(raw if "://" in raw else f"http://{raw}").hostname
-            if host:
-                hosts.append(host)
-    return hosts
+    return [host for _, raw in _proxies(_env(env)) if (host := urlsplit(_with_scheme(raw)).hostname)]
 
 
 def ca_bundle(env: Mapping[str, str] | None = None) -> str | None:
@@ -103,13 +104,10 @@ def check(env: Mapping[str, str] | None = None) -> None:
     (SettingsError naming the variable) instead of failing every request later. Messages never
     hold a proxy's credentials."""
     env = _env(env)
-    for name in PROXY_VARIABLES:
-        raw = _get(env, name)
-        if not raw:
-            continue
+    for name, raw in _proxies(env):
         shown = describe(raw)
         try:
-            parts = urlsplit(raw if "://" in raw else f"http://{raw}")
+            parts = urlsplit(_with_scheme(raw))
             parts.port  # noqa: B018 -- raises on a port that is not a number
         except ValueError:
             raise SettingsError(f"{name} is not a proxy URL, got {shown!r}") from None

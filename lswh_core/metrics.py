@@ -89,14 +89,3 @@ QUEUE_METRICS = (QUEUE_DEPTH, QUEUE_OLDEST_AGE, JOBS_SCHEDULED, JOBS_STARTED, JO
                  RECONCILE_LAST_SUCCESS, REDIS_UP)
 WORKER_METRICS = (RUNS, UPSTREAM_REQUESTS, UPSTREAM_SECONDS, RATE_LIMITED, BUDGET_WAIT, SLICE_SECONDS, SLICE_RUNS,
                   RUNS_LOST, LANGSMITH_INFO_WAITING)
-ALL = INGRESS_METRICS + QUEUE_METRICS + WORKER_METRICS
-
-# A label value never allowed: these would leak or explode (docs/operations.md, Metrics: no secret, URL or run id).
-FORBIDDEN_LABELS = ("url", "secret", "run_id", "delivery_id", "trace_id", "job_id", "path")
-
-
-def sample_names(metric: Metric) -> tuple[str, ...]:
-    """The names its samples carry in the text format (what PromQL refers to)."""
-    if metric.kind == "histogram":
-        return tuple(f"{metric.name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
-    return (metric.name,)

@@ -217,11 +217,6 @@ class Settings:
     def failed_keep_seconds(self) -> int:
         return self.failed_keep_days * 86_400
 
-    def dataset_for(self, rule_id: str | None) -> str:
-        if rule_id and rule_id in self.rule_datasets:
-            return self.rule_datasets[rule_id]
-        return self.dataset
-
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env

@@ -1,14 +1,19 @@
-"""Real servers, started once per test run: Redis, the LangSmith stand-in, a default pipeline."""
+"""Real servers, started once per test run: Redis, the LangSmith stand-in, a default pipeline;
+and a worker runtime in the test's process, on those servers."""
 
 from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.support.procs import RedisServer
-from tests.support.stack import Pipeline, StandIn
+from tests.support.stack import Pipeline, StandIn, worker_runtime
+
+if TYPE_CHECKING:
+    from workers.runtime import Runtime
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +60,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if importlib.util.find_spec("lswh_standin") is None:
         raise pytest.UsageError("the LangSmith stand-in (lswh_standin) is not installed: .venv/bin/pip install -e "
                                 "./standin (the README's test command installs it)")
+
+
+@pytest.fixture
+def runtime(redis_server: RedisServer, standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+    """A worker's runtime in the test's own process, for calling worker code directly."""
+    with worker_runtime(redis_server, standin, monkeypatch) as made:
+        yield made

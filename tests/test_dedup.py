@@ -9,9 +9,14 @@ import pytest
 
 from lswh_core.redis import sync_redis
 from tests.support.procs import RedisServer
-from workers.dedup import claim, claim_many, content_hash, dedup_key, release
+from workers.dedup import claim_many, content_hash, dedup_key, release
 
 DAY = 86_400
+
+
+def claim(connection, dataset, fingerprint, run_id, *, ttl_seconds):
+    """One run's claim, made the way a worker makes it: as a slice of one."""
+    return claim_many(connection, dataset, {run_id: fingerprint}, ttl_seconds=ttl_seconds)[run_id]
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +86,12 @@ def test_a_slice_of_runs_is_claimed_in_one_round_trip_the_first_of_equal_inputs_
 CLAIMER = """
 import sys
 from lswh_core.redis import sync_redis
-from workers.dedup import claim, content_hash
+from workers.dedup import claim_many, content_hash
 url, run_prefix = sys.argv[1], sys.argv[2]
 conn = sync_redis(url)
 for i in range(300):
-    owner = claim(conn, "shared", content_hash({"i": i}), f"{run_prefix}-{i}", ttl_seconds=86400)
+    run_id = f"{run_prefix}-{i}"
+    owner = claim_many(conn, "shared", {run_id: content_hash({"i": i})}, ttl_seconds=86400)[run_id]
     print(i, owner or "mine")
 """
 

@@ -3,7 +3,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from workers.feedback import by_run, correction_outputs, latest_scores
+from tests.support.stack import StandIn
+from workers.feedback import correction_outputs, latest_scores
+from workers.runtime import Runtime
 
 T0 = dt.datetime(2024, 4, 5, 1, 0, tzinfo=dt.UTC)
 
@@ -22,12 +24,15 @@ class Fb:
         self.id = self.id or uuid.uuid4()
 
 
-def test_feedback_is_joined_by_run_id_not_position() -> None:
-    a, b = uuid.uuid4(), uuid.uuid4()
-    items = [Fb(b, score=0), Fb(a, score=1), Fb(b, key="x", score=2)]
-    grouped = by_run(items)
-    assert [f.score for f in grouped[str(a)]] == [1]
-    assert sorted(f.score for f in grouped[str(b)]) == [0, 2]
+def test_feedback_is_joined_to_runs_by_run_id_not_position(runtime: Runtime, standin: StandIn) -> None:
+    a, b, bare = (str(uuid.uuid4()) for _ in range(3))
+    standin.add_feedback([{"run_id": b, "key": "correctness", "score": 0},
+                          {"run_id": a, "key": "correctness", "score": 1},
+                          {"run_id": b, "key": "x", "score": 2}])
+    found = runtime.run(runtime.langsmith.feedback([a, b, bare]))
+    assert [f.score for f in found[a]] == [1]  # type: ignore[union-attr]
+    assert sorted(f.score for f in found[b]) == [0, 2]  # type: ignore[union-attr]
+    assert found[bare] == []
 
 
 def test_run_without_feedback_has_no_correction() -> None:

@@ -12,6 +12,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lswh_core import metrics as m
+from tests.support import metric_specs as specs
 from tests.support.procs import RedisServer, free_port, lswh, running, wait_http, wait_until
 from tests.support.stack import SECRET, Pipeline, StandIn, delivery, fresh_run
 
@@ -48,12 +49,12 @@ def idle(redis_server: RedisServer, standin: StandIn) -> Iterator[Pipeline]:
 
 
 def test_metric_names_are_unique_prefixed_and_label_nothing_unbounded() -> None:
-    names = [metric.name for metric in m.ALL]
+    names = [metric.name for metric in specs.ALL]
     assert len(names) == len(set(names))
-    for metric in m.ALL:
+    for metric in specs.ALL:
         assert re.fullmatch(r"lswh_[a-z0-9_]+", metric.name), metric.name
         assert metric.help.strip(), metric.name
-        assert not set(metric.labels) & set(m.FORBIDDEN_LABELS), metric.name
+        assert not set(metric.labels) & set(specs.FORBIDDEN_LABELS), metric.name
         assert metric.name.endswith("_total") == (metric.kind == "counter"), metric.name
         assert bool(metric.buckets) == (metric.kind == "histogram"), metric.name
 

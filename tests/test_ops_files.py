@@ -19,6 +19,7 @@ import yaml
 
 from lswh_core import metrics as m
 from lswh_core.settings import Settings
+from tests.support import metric_specs as specs
 from tests.support.procs import ROOT, Proc, free_port, lswh
 
 DEPLOY = ROOT / "deploy"
@@ -207,10 +208,10 @@ def test_lswh_dev_serves_metrics_from_every_process_it_starts(dev: dict[str, Any
         response = httpx.get(url, timeout=10)
         assert response.status_code == 200, url
     ingress = httpx.get(dev["ingress"], timeout=10).text
-    assert {s for metric in m.INGRESS_METRICS + m.QUEUE_METRICS for s in m.sample_names(metric)
+    assert {s for metric in m.INGRESS_METRICS + m.QUEUE_METRICS for s in specs.sample_names(metric)
             } - {m.RECONCILE_LAST_SUCCESS.name} <= exported(ingress)
     for url in dev["workers"]:
-        assert {s for metric in m.WORKER_METRICS for s in m.sample_names(metric)} <= exported(
+        assert {s for metric in m.WORKER_METRICS for s in specs.sample_names(metric)} <= exported(
             httpx.get(url, timeout=10).text)
 
 
@@ -222,5 +223,5 @@ def test_every_metric_the_dashboard_and_rules_use_is_exported(dev: dict[str, Any
     used = {name for expr in [r["expr"] for r in alert_rules()] + dashboard_queries()
             for name in METRIC_NAME.findall(expr)}
     assert used and used <= names, used - names
-    declared = {s for metric in m.ALL for s in m.sample_names(metric)}
+    declared = {s for metric in specs.ALL for s in specs.sample_names(metric)}
     assert used <= declared

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -27,7 +26,7 @@ from tests.support.faults import (
     warm_up,
 )
 from tests.support.procs import RedisServer
-from tests.support.stack import SECRET, Pipeline, StandIn, delivery, fresh_run
+from tests.support.stack import SECRET, Pipeline, StandIn, delivery, fresh_run, s3_object, s3_urls
 
 RETRIES = 2  # the fault pipeline gives up after ~1 s + ~3 s of backoff
 
@@ -54,17 +53,6 @@ def assert_one_example_each(pipeline: Pipeline, run_ids: list[str], timeout: flo
 
 def inline_runs(n: int) -> list[dict[str, Any]]:
     return [fresh_run(inputs={"q": i}, outputs={"a": i}) for i in range(n)]
-
-
-def s3_object(standin: StandIn, body: Any, **options: Any) -> tuple[str, str]:
-    """(presigned URL, object path for fault routes) of a new object in the stand-in's S3."""
-    key = f"runs/{uuid.uuid4()}.json"
-    url = standin.put_object(body, key=key, **options)
-    return url, f"/s3/lswh-standin/{key}"
-
-
-def s3_urls(url: str) -> dict[str, Any]:
-    return {"ROOT": {"presigned_url": url, "s3_url": "s3://lswh-standin/x"}}
 
 
 # --- LangSmith answers 429 / 500 / 503 ---------------------------------------------------------

@@ -4,24 +4,12 @@ job's context variables), blocking calls hop to the SDK pool, and the S3 http cl
 import asyncio
 import contextvars
 import threading
-from collections.abc import Iterator
 
 import pytest
 
-from lswh_core.settings import Settings
-from tests.support.procs import RedisServer
-from tests.support.stack import StandIn, fresh_key
 from workers.runtime import Runtime
 
 FIELD: contextvars.ContextVar[str] = contextvars.ContextVar("field", default="unset")
-
-
-@pytest.fixture
-def runtime(redis_server: RedisServer, standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
-    monkeypatch.setenv("LANGSMITH_ENDPOINT", standin.url)
-    monkeypatch.setenv("LANGSMITH_API_KEY", fresh_key())
-    yield Runtime(Settings.from_env())
 
 
 def test_run_hops_to_one_loop_thread_with_the_callers_context(runtime: Runtime) -> None:

@@ -10,12 +10,12 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from lswh.status import Account, group_failed, matching, reason_of
+from lswh.status import account_line, group_failed, matching, reason_of
 from lswh_core import contract
 from tests.support.faults import failed_run_job
 from tests.support.procs import RedisServer, lswh, wait_until
 from tests.support.stack import Pipeline, StandIn, delivery, fresh_run
-from workers.accounting import record_outcomes, record_received, settle_requeued
+from workers.accounting import Account, record_outcomes, record_received, settle_requeued
 
 KEEP = 3600
 NOWHERE = "inputs and outputs: no inline value, no usable presigned URL, and the API did not return the run"
@@ -67,11 +67,11 @@ def test_reasons_differing_only_in_ids_and_numbers_form_one_group() -> None:
 def test_account_adds_up_or_says_it_does_not() -> None:
     fine = Account(received=10, written=5, updated=1, unchanged=1, skipped=1, failed=1)
     assert fine.pending == 1
-    assert fine.line() == ("10 runs received = 5 written + 1 updated + 1 unchanged + 1 skipped + 1 failed "
+    assert account_line(fine) == ("10 runs received = 5 written + 1 updated + 1 unchanged + 1 skipped + 1 failed "
                            "+ 1 pending")
     broken = Account(received=2, written=3)
     assert broken.pending == -1
-    assert broken.line().endswith("DOES NOT ADD UP: 1 more outcomes than runs received")
+    assert account_line(broken).endswith("DOES NOT ADD UP: 1 more outcomes than runs received")
 
 
 # --- against Redis and the CLI ------------------------------------------------------------------

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import orjson
 import pytest
@@ -27,27 +28,38 @@ def db(redis_server: RedisServer) -> Iterator[redis.Redis]:
     connection.flushdb()
 
 
+def packed(rule_id: str, runs: Sequence[dict[str, Any]], *, source: str, start: dt.datetime, end: dt.datetime,
+           created_at: dt.datetime, max_bytes: int | None = None) -> list[bytes]:
+    """The raw bodies the worker's packer cuts `runs` into, at most CHUNK_RUNS runs (and
+    `max_bytes` bytes) each."""
+    packer = synthetic.Packer(rule_id, source=source, start=start, end=end, created_at=created_at,
+                              max_bytes=max_bytes)
+    out = [closed[0] for closed in map(packer.push, runs) if closed is not None]
+    last = packer.finish()
+    return out + ([last[0]] if last is not None else [])
+
+
 def locators(n: int) -> list[dict[str, str]]:
     return [{"id": f"run-{i}", "session_id": "p", "start_time": T0.isoformat()} for i in range(n)]
 
 
 def test_a_batch_is_cut_into_deliveries_of_at_most_1000_runs() -> None:
-    bodies = synthetic.bodies("rule", locators(2_001), source="backfill", start=T0, end=T1, created_at=T1)
+    bodies = packed("rule", locators(2_001), source="backfill", start=T0, end=T1, created_at=T1)
     assert [len(orjson.loads(b)["runs"]) for b in bodies] == [1_000, 1_000, 1]
     first = orjson.loads(bodies[0])
     assert (first["rule_id"], first["lswh_source"], first["start_time"]) == ("rule", "backfill", T0.isoformat())
 
 
 def test_two_batches_of_the_same_runs_are_two_deliveries() -> None:
-    once = synthetic.bodies("rule", locators(1), source="reconcile", start=T0, end=T1, created_at=T1)
-    later = synthetic.bodies("rule", locators(1), source="reconcile", start=T0, end=T1,
+    once = packed("rule", locators(1), source="reconcile", start=T0, end=T1, created_at=T1)
+    later = packed("rule", locators(1), source="reconcile", start=T0, end=T1,
                              created_at=T1 + dt.timedelta(seconds=1))
     assert contract.delivery_id_of(once[0]) != contract.delivery_id_of(later[0])
 
 
 def test_an_unknown_source_is_refused() -> None:
     with pytest.raises(ValueError, match="lswh_source"):
-        synthetic.bodies("rule", locators(1), source="webhook", start=T0, end=T1, created_at=T1)
+        packed("rule", locators(1), source="webhook", start=T0, end=T1, created_at=T1)
 
 
 def test_a_synthetic_delivery_is_stored_and_enqueued_as_the_ingress_does(db: redis.Redis) -> None:
@@ -69,7 +81,7 @@ def with_data(n: int, size: int) -> list[dict[str, object]]:
 
 def test_runs_read_with_their_data_carry_it_inline_within_the_body_limit() -> None:
     runs = with_data(40, 1_000)
-    bodies = synthetic.bodies("rule", runs, source="backfill", start=T0, end=T1, created_at=T1, max_bytes=10_000)
+    bodies = packed("rule", runs, source="backfill", start=T0, end=T1, created_at=T1, max_bytes=10_000)
     assert all(len(b) <= 10_000 for b in bodies)
     assert len(bodies) > 4  # cut by size, not by the 1,000-run count
     carried = [run for body in bodies for run in orjson.loads(body)["runs"]]
@@ -80,7 +92,7 @@ def test_runs_read_with_their_data_carry_it_inline_within_the_body_limit() -> No
 def test_a_run_too_large_for_any_body_travels_as_its_locator() -> None:
     runs = with_data(3, 100)
     runs[1] = {**runs[1], "inputs": {"q": "y" * 20_000}}
-    bodies = synthetic.bodies("rule", runs, source="backfill", start=T0, end=T1, created_at=T1, max_bytes=10_000)
+    bodies = packed("rule", runs, source="backfill", start=T0, end=T1, created_at=T1, max_bytes=10_000)
     assert all(len(b) <= 10_000 for b in bodies)
     carried = [run for body in bodies for run in orjson.loads(body)["runs"]]
     assert [r["id"] for r in carried] == ["run-0", "run-1", "run-2"]

@@ -2,24 +2,13 @@
 create the new, update the changed keeping stored metadata, leave the identical alone."""
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from lswh_core.settings import Settings
-from tests.support.procs import RedisServer
-from tests.support.stack import StandIn, fresh_key
+from tests.support.faults import injected
+from tests.support.stack import StandIn
+from workers.errors import RunError
 from workers.runtime import Runtime
-from workers.writer import UNCHANGED, UPDATED, WRITTEN, Writer, resolve_dataset
-
-
-@pytest.fixture
-def runtime(redis_server: RedisServer, standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
-    monkeypatch.setenv("LANGSMITH_ENDPOINT", standin.url)
-    monkeypatch.setenv("LANGSMITH_API_KEY", fresh_key())
-    yield Runtime(Settings.from_env())
+from workers.writer import UNCHANGED, UPDATED, WRITTEN, Outcomes, Writer, resolve_dataset
 
 
 def _example(run_id: str, outputs: Any, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -56,3 +45,30 @@ def test_a_409_means_someone_was_first_not_a_failure(runtime: Runtime, standin: 
     assert standin.pending_races() == []
     stored = [e for e in standin.examples() if e["dataset_id"] == dataset_id]
     assert len(stored) == 1 and stored[0]["outputs"] == {"answer": 1}, stored
+
+
+def _write_refused(runtime: Runtime, standin: StandIn, runs: int, refusals: int) -> tuple[list[str], Outcomes]:
+    """Write `runs` new examples while LangSmith refuses the dataset's next `refusals` example
+    writes with a 422 (no one's transient trouble)."""
+    dataset_id = runtime.run(resolve_dataset(runtime, f"writer-{uuid.uuid4()}"))
+    run_ids = [str(uuid.uuid4()) for _ in range(runs)]
+    with injected(standin, f"POST /v1/platform/datasets/{dataset_id}/examples", times=refusals, status=422):
+        examples = [_example(run, {"answer": n}) for n, run in enumerate(run_ids)]
+        return run_ids, runtime.run(Writer(runtime, dataset_id).write(examples))
+
+
+def test_a_refused_batch_is_split_so_the_rest_still_land(runtime: Runtime, standin: StandIn) -> None:
+    runs, outcomes = _write_refused(runtime, standin, runs=4, refusals=1)  # the whole batch, once: halves go again
+    assert outcomes == dict.fromkeys(runs, WRITTEN)
+    assert sorted(standin.examples_by_run(runs)) == sorted(runs)
+
+
+def test_an_example_refused_alone_fails_alone(runtime: Runtime, standin: StandIn) -> None:
+    # Refused as a pair, then one of the two refused again on its own: only that one fails, for good.
+    runs, outcomes = _write_refused(runtime, standin, runs=2, refusals=2)
+    failed = [run for run, outcome in outcomes.items() if isinstance(outcome, RunError)]
+    assert len(failed) == 1 and sorted(outcomes) == sorted(runs), outcomes
+    assert not outcomes[failed[0]].transient  # type: ignore[union-attr]
+    written = [run for run in runs if run not in failed]
+    assert outcomes[written[0]] == WRITTEN
+    assert list(standin.examples_by_run(runs)) == written

@@ -9,6 +9,7 @@ One hash per delivery (lswh_core.contract.accounting_key), integer fields, TTL L
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 
 import redis as redis_py
 
@@ -52,12 +53,35 @@ def settle_requeued(redis: redis_py.Redis, delivery_id: str, outcome: str, *, ke
         pipe.execute()
 
 
-def read(redis: redis_py.Redis, delivery_id: str) -> dict[str, int] | None:
-    """The delivery's figures with `pending` worked out, or None when nothing was recorded."""
+@dataclass(frozen=True)
+class Account:
+    """A delivery's figures (contract.ACCOUNT_FIELDS); `pending` is what has no outcome yet."""
+
+    received: int = 0
+    written: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+    @property
+    def pending(self) -> int:
+        return self.received - self.written - self.updated - self.unchanged - self.skipped - self.failed
+
+    def figures(self) -> dict[str, int]:
+        return {**asdict(self), "pending": self.pending}
+
+
+def read_account(redis: redis_py.Redis, delivery_id: str) -> Account | None:
+    """The delivery's accounting hash, or None when nothing was recorded."""
     raw = redis.hgetall(contract.accounting_key(delivery_id))
     if not raw:
         return None
     stored = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
-    figures = {name: stored.get(name, 0) for name in contract.ACCOUNT_FIELDS}
-    figures["pending"] = figures["received"] - sum(figures[name] for name in contract.RUN_OUTCOME_FIELDS)
-    return figures
+    return Account(**{name: stored.get(name, 0) for name in contract.ACCOUNT_FIELDS})
+
+
+def read(redis: redis_py.Redis, delivery_id: str) -> dict[str, int] | None:
+    """The delivery's figures with `pending` worked out, or None when nothing was recorded."""
+    account = read_account(redis, delivery_id)
+    return None if account is None else account.figures()

@@ -40,25 +40,13 @@ def content_hash(inputs: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def claim(connection: redis.Redis, dataset: str, fingerprint: str, run_id: str, *, ttl_seconds: int) -> str | None:
-    """Claim `fingerprint` in `dataset` for `run_id`. Returns None when the run may write (the
-    fingerprint is new, or already this run's), else the run id that wrote these inputs first.
-    Every claim pushes the dataset's memory out to `ttl_seconds` (Redis keeps nothing forever)."""
-    key = dedup_key(dataset)
-    pipe = connection.pipeline(transaction=True)
-    pipe.hsetnx(key, fingerprint, run_id)
-    pipe.hget(key, fingerprint)
-    pipe.expire(key, ttl_seconds)
-    _, owner, _ = pipe.execute()
-    owner_id = owner.decode() if isinstance(owner, bytes) else owner
-    return None if owner_id == run_id else owner_id
-
-
 def claim_many(connection: redis.Redis, dataset: str, fingerprints: Mapping[str, str], *,
                ttl_seconds: int) -> dict[str, str | None]:
-    """`claim` for a slice of runs ({run id: fingerprint}) in one round trip: {run id: None if it
-    may write, else the run id that wrote its inputs first}. Two runs of the slice with the same
-    inputs: the first in order writes."""
+    """Claim each run's fingerprint ({run id: fingerprint}) in `dataset`, for a slice of runs in
+    one round trip: {run id: None when it may write (the fingerprint is new, or already this
+    run's), else the run id that wrote these inputs first}. Two runs of the slice with the same
+    inputs: the first in order writes. Every claim pushes the dataset's memory out to
+    `ttl_seconds` (Redis keeps nothing forever)."""
     if not fingerprints:
         return {}
     key = dedup_key(dataset)

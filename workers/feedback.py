@@ -1,9 +1,10 @@
-"""Feedback joined to runs by `feedback.run_id` (never by position), and which correction wins."""
+"""Which of a run's feedback wins: its correction as reference outputs, its latest scores.
+
+Feedback reaches a run by `feedback.run_id`, never by position (LangSmith.feedback, workers/langsmith.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -29,14 +30,6 @@ def _aware(value: dt.datetime | None) -> dt.datetime:
 def recency(item: FeedbackLike) -> tuple[dt.datetime, dt.datetime, str]:
     """Latest by modified_at, then created_at, then id (docs/rules.md: What one run becomes)."""
     return (_aware(item.modified_at), _aware(item.created_at), str(item.id))
-
-
-def by_run(items: Iterable[FeedbackLike]) -> dict[str, list[FeedbackLike]]:
-    grouped: dict[str, list[FeedbackLike]] = defaultdict(list)
-    for item in items:
-        if item.run_id is not None:
-            grouped[str(item.run_id)].append(item)
-    return dict(grouped)
 
 
 # When a person corrects an evaluator's score, LangSmith stores the corrected score as the

@@ -127,9 +127,8 @@ class RuleInfo:
     sampling_rate: float
     points_here: bool = False
     # What the rule matches (SDK types/rule.py: THREAD_ID, TRAJECTORY_ID; None: runs), upper case
-    # whatever case the server sends, and the filter it applies to whole threads.
+    # whatever case the server sends.
     group_by: str | None = None
-    thread_filter: str | None = None
 
 
 def _field_getter(model: Any) -> Callable[[str], Any]:
@@ -153,7 +152,7 @@ def rule_info(rule: Any, public_url: str | None) -> RuleInfo:
         filter=_text(get("filter")), trace_filter=_text(get("trace_filter")), tree_filter=_text(get("tree_filter")),
         is_enabled=bool(get("is_enabled")), sampling_rate=float(rate) if rate is not None else 1.0,
         points_here=bool(public_url) and any(points_at(url, str(public_url)) for url in urls),
-        group_by=(_text(get("group_by")) or "").upper() or None, thread_filter=_text(get("thread_filter")))
+        group_by=(_text(get("group_by")) or "").upper() or None)
 
 
 def points_at(url: str, public_url: str) -> bool:

@@ -84,15 +84,6 @@ class Packer:
         return body, count
 
 
-def bodies(rule_id: str, runs: Sequence[dict[str, Any]], *, source: str, start: dt.datetime, end: dt.datetime,
-           created_at: dt.datetime, max_bytes: int | None = None) -> list[bytes]:
-    """The raw bodies for `runs`, at most CHUNK_RUNS runs (and `max_bytes` bytes) each."""
-    packer = Packer(rule_id, source=source, start=start, end=end, created_at=created_at, max_bytes=max_bytes)
-    out = [closed[0] for closed in map(packer.push, runs) if closed is not None]
-    last = packer.finish()
-    return out + ([last[0]] if last is not None else [])
-
-
 class Feeder:
     """Feeds one batch (one backfill, one reconciliation pass) as it is read: `push` each run
     (no I/O), `send` each body it closes, `finish` at the end. Workers start on the first bodies

@@ -14,15 +14,16 @@ from typing import Any
 
 from langsmith import utils as ls_utils
 
-from workers.errors import RunError, classify
+from workers.errors import RunError
 from workers.examples import differs, merged_metadata
-from workers.langsmith import LangSmith, chunks
+from workers.langsmith import LangSmith, chunks, split_on_refusal
 from workers.runtime import Runtime
 
 WRITE_BATCH = 200
 MAX_CONFLICT_ROUNDS = 3
 
 WRITTEN, UPDATED, UNCHANGED, SKIPPED = "written", "updated", "unchanged", "skipped"
+CONFLICT = "conflict"  # created meanwhile by someone else: another round compares again
 Outcome = str | RunError  # one of the four above, or what stopped the run
 Outcomes = dict[str, Outcome]  # run id -> outcome
 
@@ -99,13 +100,13 @@ class Writer:
                 else:
                     outcomes[run_id] = UNCHANGED
             results = await asyncio.gather(
-                *(self._bisecting(batch, self._create, WRITTEN) for batch in chunks(new, WRITE_BATCH)),
-                *(self._bisecting(batch, self._update, UPDATED) for batch in chunks(changed, WRITE_BATCH)),
+                *(self._send(batch, self._create, WRITTEN) for batch in chunks(new, WRITE_BATCH)),
+                *(self._send(batch, self._update, UPDATED) for batch in chunks(changed, WRITE_BATCH)),
             )
             conflicted: list[dict[str, Any]] = []
             for result in results:
                 for example, outcome in result:
-                    if outcome == "conflict":
+                    if outcome == CONFLICT:
                         conflicted.append(example)
                     else:
                         outcomes[example[by]] = outcome
@@ -113,8 +114,7 @@ class Writer:
                 return outcomes
             pending = conflicted  # created meanwhile by someone else: compare again
         for example in pending:
-            outcomes[example[by]] = RunError("writing the example: kept conflicting",
-                                                          transient=True)
+            outcomes[example[by]] = RunError("writing the example: kept conflicting", transient=True)
         return outcomes
 
     async def _create(self, batch: Sequence[dict[str, Any]]) -> None:
@@ -125,23 +125,21 @@ class Writer:
             self.dataset_id,
             [{"id": e["id"], "inputs": e["inputs"], "outputs": e["outputs"], "metadata": e["metadata"]} for e in batch])
 
-    async def _bisecting(self, batch: Sequence[dict[str, Any]],
-                         send: Callable[[Sequence[dict[str, Any]]], Awaitable[None]], done: str
-                         ) -> list[tuple[dict[str, Any], Outcome]]:
+    async def _send(self, batch: Sequence[dict[str, Any]],
+                    send: Callable[[Sequence[dict[str, Any]]], Awaitable[None]], done: str
+                    ) -> list[tuple[dict[str, Any], Outcome]]:
         """Send a batch; on a conflict report it for another round; on a permanent error split
-        the batch in halves until the examples at fault are alone, so the rest still land."""
-        try:
-            await send(batch)
-            return [(e, done) for e in batch]
-        except ls_utils.LangSmithConflictError:
-            return [(e, "conflict") for e in batch]
-        except ls_utils.LangSmithNotFoundError:
-            return [(e, self._dataset_gone()) for e in batch]
-        except Exception as exc:
-            error = classify(exc, "writing the example")
-            if error.transient or len(batch) == 1:
-                return [(e, error) for e in batch]
-        middle = len(batch) // 2
-        halves = await asyncio.gather(self._bisecting(batch[:middle], send, done),
-                                      self._bisecting(batch[middle:], send, done))
-        return halves[0] + halves[1]
+        the batch in halves until the examples at fault are alone, so the rest still land. A
+        conflict or a gone dataset is the whole batch's answer, never split."""
+
+        async def sent(part: Sequence[dict[str, Any]]) -> Outcome:
+            try:
+                await send(part)
+            except ls_utils.LangSmithConflictError:
+                return CONFLICT
+            except ls_utils.LangSmithNotFoundError:
+                return self._dataset_gone()
+            return done
+
+        return [(example, outcome) for part, outcome in await split_on_refusal(batch, sent, "writing the example")
+                for example in part]

@@ -3,16 +3,22 @@ the ingress under uvicorn, RQ workers. Tests talk HTTP to it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import pytest
 import redis
 
 from tests.support.procs import ROOT, Proc, RedisServer, free_port, lswh, python_module, wait_http, wait_until
+
+if TYPE_CHECKING:
+    from workers.runtime import Runtime
 
 FIXTURE = ROOT / "standin" / "lswh_standin" / "fixtures" / "langsmith_docs_payload.json"
 API_KEY = "lsv2-standin-key"
@@ -23,6 +29,32 @@ ROTATED = "rotated-secret-2"
 def fresh_key() -> str:
     """An API key the stand-in accepts, with rate-limit windows of its own."""
     return f"lsv2-standin-{uuid.uuid4()}"
+
+
+@contextlib.contextmanager
+def worker_runtime(redis_server: RedisServer, standin: StandIn, monkeypatch: pytest.MonkeyPatch,
+                   **env: str) -> Iterator[Runtime]:
+    """A worker's runtime in the test's own process, configured as a Pipeline's workers are: this
+    Redis and stand-in, an API key of its own (its own rate-limit windows), the stand-in's object
+    store allowed, a dataset of its own. For calling worker code directly. `env` adds or
+    overrides settings (LSWH_* variables), as a worker's environment would. Its HTTP clients
+    with connections on the loop (object store, LangSmith v2) are closed at the end: left to the
+    garbage collector, an unclosed-transport warning fires at any later moment of the test run,
+    and inside an ast.parse (pytest formats it with a traceback) CPython 3.11 then raises
+    "AST constructor recursion depth mismatch" at the next import pytest rewrites."""
+    from lswh_core.settings import Settings
+    from workers.runtime import Runtime
+
+    for name, value in {"REDIS_URL": redis_server.url, "LANGSMITH_ENDPOINT": standin.url,
+                        "LANGSMITH_API_KEY": fresh_key(), "LSWH_S3_ALLOWED_HOSTS": f"http://127.0.0.1:{standin.port}",
+                        "LSWH_DATASET": f"ds-{uuid.uuid4().hex[:8]}", **env}.items():
+        monkeypatch.setenv(name, value)
+    runtime = Runtime(Settings.from_env())
+    try:
+        yield runtime
+    finally:
+        runtime.run(runtime.http.aclose())
+        runtime.run(runtime.langsmith.v2().close())
 
 
 class StandIn:
@@ -241,6 +273,18 @@ def fresh_run(**fields: Any) -> dict[str, Any]:
     run.update(id=run_id, trace_id=run_id, inputs=None, outputs=None)
     run.update(fields)
     return run
+
+
+def s3_object(standin: StandIn, body: Any, **options: Any) -> tuple[str, str]:
+    """(presigned URL, object path for fault routes) of a new object in the stand-in's S3."""
+    key = f"runs/{uuid.uuid4()}.json"
+    url = standin.put_object(body, key=key, **options)
+    return url, f"/s3/lswh-standin/{key}"
+
+
+def s3_urls(url: str) -> dict[str, Any]:
+    """A run's `inputs_s3_urls` / `outputs_s3_urls` pointing at one presigned URL."""
+    return {"ROOT": {"presigned_url": url, "s3_url": "s3://lswh-standin/x"}}
 
 
 def delivery(runs: list[dict[str, Any]], rule_id: str | None = None, **fields: Any) -> dict[str, Any]:

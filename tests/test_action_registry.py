@@ -4,6 +4,7 @@ built-in action, with nothing in workers/ knowing the kind."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import textwrap
@@ -20,6 +21,8 @@ from tests.support.procs import ROOT, RedisServer, wait_until
 from tests.support.stack import Pipeline, StandIn, delivery, fresh_run
 
 RULE = str(uuid.uuid4())
+THREAD_RULE = str(uuid.uuid4())  # a LangSmith rule that matches whole threads
+PROJECT = str(uuid.uuid4())
 TAG = uuid.uuid4().hex[:8]
 ECHO_LIST = f"echo-{TAG}"
 DATASET = f"registry-{TAG}"
@@ -40,12 +43,23 @@ def rules_toml() -> str:
 
         [[rules."{RULE}".actions]]
         type = "dataset"
+
+        [rules."{THREAD_RULE}"]
+        dataset = "{DATASET}-threads"
+
+        [[rules."{THREAD_RULE}".actions]]
+        type = "echo"
+        list = "{ECHO_LIST}"
+
+        [[rules."{THREAD_RULE}".actions]]
+        type = "dataset"
         """)
 
 
 @pytest.fixture(scope="module")
 def stack(redis_server: RedisServer, standin: StandIn, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[Pipeline]:
+    standin.add_rules([{"id": THREAD_RULE, "project_id": PROJECT, "group_by": "THREAD_ID"}])
     rules = tmp_path_factory.mktemp("registry") / "rules.toml"
     rules.write_text(rules_toml())
     # The user's package on PYTHONPATH, as for transforms: here the repository's tests package.
@@ -90,6 +104,30 @@ def test_a_failed_builtin_is_retried_alone_and_the_kind_is_not_written_again(sta
     stack.wait_idle()
     echoed = [json.loads(raw)["source_run_id"] for raw in stack.redis.lrange(ECHO_LIST, before, -1)]
     assert sorted(echoed) == sorted(run["id"] for run in runs)  # each run once
+
+
+def test_a_thread_rule_fails_a_kind_that_does_not_take_threads_and_writes_the_builtin(
+        stack: Pipeline, standin: StandIn) -> None:
+    """The thread path (workers/threads.py) builds its items itself and knows the built-ins alone:
+    a kind of one's own there fails the thread, plainly, instead of being written wrongly."""
+    stack.wait_idle()
+    before = stack.redis.llen(ECHO_LIST)
+    thread_id = f"t-{uuid.uuid4()}"
+    run_id = str(uuid.uuid4())
+    standin.add_runs([{"id": run_id, "trace_id": run_id, "session_id": PROJECT, "name": "chat",
+                       "start_time": (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat(),
+                       "inputs": {"question": "q"}, "outputs": {"answer": "a"},
+                       "extra": {"metadata": {"thread_id": thread_id}}}])
+    body = standin.admin("POST", "thread-delivery", {"rule_id": THREAD_RULE, "thread_ids": [thread_id]})
+    answer = stack.post(body).json()
+    assert answer["threads"] == 1
+    counts = stack.wait_accounted(answer["delivery_id"], 1)
+    assert counts.get("failed") == 1, counts
+    wait_until(lambda: any((e.get("metadata") or {}).get("thread_id") == thread_id
+                           for e in standin.examples(f"{DATASET}-threads")), timeout=30, what="the thread's example")
+    assert stack.redis.llen(ECHO_LIST) == before
+    reasons = [job.latest_result().exc_string.strip().splitlines()[-1] for job in stack.failed_jobs()]
+    assert any("action 'echo' does not take a thread rule's threads" in reason for reason in reasons), reasons
 
 
 def write(tmp_path: Path, text: str) -> Path:

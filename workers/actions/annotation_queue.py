@@ -66,6 +66,8 @@ class AnnotationQueue(AnnotationQueueKind, Destination):
     """The queue is looked up in `write`, not `prepare`: a slice none of whose runs go to the
     queue asks LangSmith nothing."""
 
+    threads = True  # workers/threads.py adds THREAD items
+
     async def write(self, runtime: Runtime, action: Action, target: Any, rows: Sequence[dict[str, Any]]) -> Outcomes:
         """Outcome per run id (`rows` are the runs)."""
         runs = rows

@@ -21,7 +21,7 @@ the worst of its rows'. The (action key, run id) pairs done are recorded per del
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from lswh_core import actions as action_kinds
 from lswh_core.actions import ActionKind
@@ -36,6 +36,9 @@ class Destination(ActionKind):
     """One kind of action, rules half and worker half. Subclass, then `register(YourKind())`."""
 
     preparing = "preparing the action"  # the context an error in `prepare` is classified with
+    # Whether a thread rule (workers/threads.py) may use the kind: that path builds one item per
+    # thread itself and knows the built-ins alone; another kind fails a thread rule's threads.
+    threads: ClassVar[bool] = False
 
     async def prepare(self, runtime: Runtime, action: Action) -> Any:
         """The action's target for this slice; by default the action's dataset name."""

@@ -37,6 +37,7 @@ def examples(dataset_id: str, run_id: str, drafts: Sequence[ExampleDraft], split
 
 
 class Dataset(DatasetKind, Destination):
+    threads = True  # workers/threads.py writes its thread examples
     preparing = "finding or creating the dataset"
 
     async def prepare(self, runtime: Runtime, action: Action) -> str:

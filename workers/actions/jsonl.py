@@ -138,6 +138,7 @@ async def write(directory: str, dataset: str, examples: Sequence[JsonlExample]) 
 
 class Jsonl(JsonlKind, Destination):
     """The target is the dataset's name: no LangSmith dataset is involved."""
+    threads = True  # workers/threads.py writes its thread examples
 
     def rows(self, target: Any, run_id: str, drafts: Sequence[ExampleDraft], split: str | None
              ) -> list[dict[str, Any]]:

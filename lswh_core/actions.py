@@ -77,12 +77,16 @@ _KINDS: dict[str, ActionKind] = {}
 
 
 def register(kind: ActionKind) -> ActionKind:
-    """Make `kind` the one answering to `kind.name`; a kind registered again under its name
-    replaces the earlier one (the workers' built-ins replace their rules halves)."""
+    """Make `kind` the one answering to `kind.name`. A name already taken may be registered again
+    only by a subclass of its kind (the workers' built-ins replacing their rules halves), so a
+    module of one's own cannot replace a built-in, whatever the import order."""
     if not getattr(kind, "name", None):
         raise ValueError(f"{type(kind).__name__} has no name")
     if kind.takes not in ("runs", "examples"):
         raise ValueError(f"{kind.name}: takes must be 'runs' or 'examples', got {kind.takes!r}")
+    taken = _KINDS.get(kind.name)
+    if taken is not None and not isinstance(kind, type(taken)):
+        raise ValueError(f"action kind {kind.name!r} is taken by {type(taken).__module__}.{type(taken).__name__}")
     _KINDS[kind.name] = kind
     return kind
 

@@ -195,3 +195,30 @@ def test_the_slice_processor_names_no_action_kind() -> None:
     for name in ("dataset", "annotation_queue", "jsonl"):
         assert f"workers.actions.{name}" not in source and f'"{name}"' not in source
         assert not re.search(rf"from workers\.actions import [^\n]*\b{name}\b", source)
+
+
+def test_a_kind_of_ones_own_cannot_take_a_builtins_name() -> None:
+    import workers.actions  # the built-ins' worker halves registered
+    from lswh_core.actions import kind, register
+    from tests.support.echo_action import Echo
+
+    class Impostor(Echo):
+        name = "dataset"
+
+    taken = "action kind 'dataset' is taken by workers.actions.dataset.Dataset"
+    with pytest.raises(ValueError, match=re.escape(taken)):
+        register(Impostor())
+    assert type(kind("dataset")) is workers.actions.dataset.Dataset
+
+
+def test_lswh_core_imports_nothing_from_the_packages_above_it() -> None:
+    """Why the rules half of an action kind lives in lswh_core/actions.py: the rules file is checked
+    where the workers are not imported, and lswh_core imports no module of workers, ingress or lswh."""
+    import ast
+
+    for path in sorted((ROOT / "lswh_core").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert name.split(".")[0] not in ("workers", "ingress", "lswh"), f"{path.name} imports {name}"

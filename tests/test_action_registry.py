@@ -222,3 +222,23 @@ def test_lswh_core_imports_nothing_from_the_packages_above_it() -> None:
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 assert name.split(".")[0] not in ("workers", "ingress", "lswh"), f"{path.name} imports {name}"
+
+
+def test_the_kind_docs_rules_md_shows_registers_and_builds_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """The example in docs/rules.md ("Actions of your own") runs as written, its module named in the
+    rules file (under another kind name: tests/support/echo_action.py holds "echo" in this process)."""
+    text = (ROOT / "docs" / "rules.md").read_text()
+    section = text[text.index("### Actions of your own"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+    toml = re.search(r"```toml\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+    module = f"doc_actions_{uuid.uuid4().hex}"
+    (tmp_path / f"{module}.py").write_text(code.replace('name = "echo"', 'name = "doc_echo"'))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rules_path = write(tmp_path, toml.replace('"acme_actions"', f'"{module}"').replace('"echo"', '"doc_echo"'))
+    [action] = load_rules(rules_path, Settings()).for_rule("3f1c6a52-7d0e-4b8a-9c41-2e5d8f7a6b10").actions
+    assert (action.kind, action.key) == ("doc_echo", f"echo:acme:examples:{Settings().dataset}")
+    from lswh_core.actions import kind
+
+    rows = kind("doc_echo").rows("ds", "r1", [{"inputs": {"q": 1}}], None)  # type: ignore[union-attr]
+    assert [(row["source_run_id"], row["inputs"]) for row in rows] == [("r1", {"q": 1})]

@@ -17,7 +17,9 @@ the kind. A kind of one's own is one class (a `Destination`) registered with `re
 module of one's own; the rules file names that module in its top-level `action_modules`, and
 `load_rules` imports it before reading the actions, like a transform's "package.module:function"
 (docs/rules.md, "Actions of your own"). Every process that reads the rules file therefore knows
-the kind: the check at start-up and the worker alike.
+the kind: the check at start-up and the worker alike. The price, as for a transform: the ingress
+imports that module (and the workers modules it imports) when it checks the rules file; the
+ingress's own code still imports nothing from the workers.
 """
 
 from __future__ import annotations

@@ -8,6 +8,11 @@ go. A value is looked up from the most specific place that sets it:
 
 so the environment variables keep working unchanged and are the defaults of everything here.
 
+An action's `type` names a kind in the registry of lswh_core/actions.py, which says which keys of
+its own the action takes, how each is checked and how the action's key is derived; a top-level
+`action_modules = ["package.module", ...]` names modules imported first, which register kinds of
+their own (the decision is in that module's docstring).
+
 Every mistake is found at start-up, never at run time: `load_rules` raises `RulesError` naming the
 file, the line and the key. `tomllib` gives lines only for syntax errors, so `_Locator` scans the
 text for the table headers and keys itself (the same grammar `tomllib` parsed, one line at a time).
@@ -19,15 +24,15 @@ import importlib
 import math
 import re
 import tomllib
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lswh_core import actions as action_kinds
+from lswh_core.actions import ActionError, ActionKind, type_name
 from lswh_core.settings import OUTPUT_MODES, Settings, SettingsError
 
-ACTION_KINDS = ("dataset", "annotation_queue", "jsonl")
 # The names workers/transforms.py implements (a test keeps the two in step): the rules file is
 # checked in processes that never import the workers.
 BUILTIN_TRANSFORMS = ("messages_to_openai", "drop_keys", "redact")
@@ -38,13 +43,15 @@ SPLIT_SUM_TOLERANCE = 1e-9
 _FILTER_KEYS = ("outputs", "correction_key", "score")
 _EXAMPLE_KEYS = ("dataset", "transform", "drop_keys", "redact_patterns", "redact_builtins", "splits", "dedup")
 _RULE_KEYS = frozenset((*_FILTER_KEYS, *_EXAMPLE_KEYS, "actions"))
-# An annotation queue receives the run itself: example-shaping keys there would be ignored, so
-# they are refused instead.
-_ACTION_KEYS = {
-    "dataset": frozenset(("type", *_FILTER_KEYS, *_EXAMPLE_KEYS)),
-    "annotation_queue": frozenset(("type", "queue", "queue_id", *_FILTER_KEYS)),
-    "jsonl": frozenset(("type", "directory", *_FILTER_KEYS, *_EXAMPLE_KEYS)),
-}
+_TOP_KEYS = frozenset(("default", "rules", "action_modules"))
+
+
+def _action_keys(kind: ActionKind) -> frozenset[str]:
+    """An action that receives the run itself takes no example-shaping keys: they would be
+    ignored, so they are refused instead."""
+    shaping = _EXAMPLE_KEYS if kind.takes == "examples" else ()
+    return frozenset(("type", *_FILTER_KEYS, *shaping, *kind.options))
+
 _SCORE_KEYS = frozenset(("key", "min", "max"))
 
 Path_ = tuple[str | int, ...]
@@ -114,11 +121,25 @@ class Action(Selection):
     """One place a rule's runs go. `key` is unique within the rule: record (key, run) as done so a
     failed action is retried alone."""
 
-    kind: str
+    kind: str  # a name in the registry of lswh_core/actions.py
     key: str
-    queue_name: str | None = None  # annotation_queue: by name ...
-    queue_id: str | None = None  # ... or by id
-    directory: str | None = None  # jsonl
+    # The kind's own keys set in the action table, checked by the kind (ActionKind.options).
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def queue_name(self) -> str | None:
+        """annotation_queue: the queue by name ..."""
+        return self.options.get("queue")
+
+    @property
+    def queue_id(self) -> str | None:
+        """... or by id."""
+        return self.options.get("queue_id")
+
+    @property
+    def directory(self) -> str | None:
+        """jsonl: the files' directory."""
+        return self.options.get("directory")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -270,9 +291,7 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _type_name(value: object) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array",
-            dict: "a table"}.get(type(value), type(value).__name__)
+_type_name = type_name
 
 
 class _Resolver:
@@ -286,10 +305,12 @@ class _Resolver:
         return RulesError(self.file, self.locator.line_of(path), key_name(path), problem)
 
     def rules(self, path: str | None) -> Rules:
-        unknown = set(self.document) - {"default", "rules"}
+        unknown = set(self.document) - _TOP_KEYS
         if unknown:
             key = sorted(unknown)[0]
-            raise self.error((key,), 'unknown key: the rules file has [default] and [rules."<rule_id>"] tables')
+            raise self.error((key,), 'unknown key: the rules file has [default] and [rules."<rule_id>"] tables'
+                             " (and action_modules)")
+        self._import_action_modules(self.document.get("action_modules", []))
         default_table = self._table(("default",), self.document.get("default", {}))
         rules_table = self._table(("rules",), self.document.get("rules", {}))
         base: dict[str, tuple[Any, Path_]] = {
@@ -311,19 +332,38 @@ class _Resolver:
             by_rule[rule_id] = self._resolve(rule_id, {**layered, **self._layer(where, table, _RULE_KEYS)}, where)
         return Rules(path=path, default=default, by_rule=by_rule)
 
+    def _import_action_modules(self, value: object) -> None:
+        """Import the modules named (each registers its kinds as it is imported)."""
+        path: Path_ = ("action_modules",)
+        names = self._strings(value, path, allow_single=False)
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # the user's module may raise anything while importing
+                raise self.error(path, f"module {name!r} does not import: {type(exc).__name__}: {exc} "
+                                       "(is its directory on PYTHONPATH?)") from None
+
     def _table(self, path: Path_, value: object) -> Mapping[str, Any]:
         if not isinstance(value, dict):
             raise self.error(path, f"must be a table, got {_type_name(value)}")
         return value
 
-    def _layer(self, where: Path_, table: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, tuple[Any, Path_]]:
-        """The table's keys, each checked for its type, with where it was set."""
+    def _layer(self, where: Path_, table: Mapping[str, Any], allowed: frozenset[str],
+               kind: ActionKind | None = None) -> dict[str, tuple[Any, Path_]]:
+        """The table's keys, each checked for its type (an action's own keys by its kind), with
+        where it was set."""
         layer: dict[str, tuple[Any, Path_]] = {}
         for key, value in table.items():
             path = (*where, key)
             if key not in allowed:
                 raise self.error(path, f"unknown key (known here: {', '.join(sorted(allowed))})")
-            layer[key] = (self._check(key, value, path), path)
+            if kind is not None and key in kind.options:
+                try:
+                    layer[key] = (kind.check(key, value), path)
+                except ActionError as exc:
+                    raise self.error(path, str(exc)) from None
+            else:
+                layer[key] = (self._check(key, value, path), path)
         return layer
 
     def _check(self, key: str, value: Any, path: Path_) -> Any:
@@ -372,17 +412,9 @@ class _Resolver:
             if not value:
                 raise self.error(path, "needs at least one action (leave it out for the dataset action)")
             return value
-        if key in ("queue", "directory"):
-            return self._string(value, path)
-        if key == "queue_id":
-            text = self._string(value, path)
-            try:
-                return str(uuid.UUID(text))
-            except ValueError:
-                raise self.error(path, f"must be an annotation queue's UUID, got {text!r}") from None
         if key == "type":
-            if value not in ACTION_KINDS:
-                raise self.error(path, f"unknown action {value!r} (known: {', '.join(ACTION_KINDS)})")
+            if not isinstance(value, str) or action_kinds.kind(value) is None:
+                raise self.error(path, f"unknown action {value!r} (known: {', '.join(action_kinds.kind_names())})")
             return value
         raise AssertionError(f"unchecked key {key}")  # every allowed key has a branch above
 
@@ -459,9 +491,10 @@ class _Resolver:
         for index, table in enumerate(raw_actions):
             at: Path_ = (*actions_path, index)
             if "type" not in table:
-                raise self.error(at, f"an action needs a type ({', '.join(ACTION_KINDS)})")
-            kind = self._check("type", table["type"], (*at, "type"))
-            own = self._layer(at, table, _ACTION_KEYS[kind])
+                raise self.error(at, f"an action needs a type ({', '.join(action_kinds.kind_names())})")
+            kind = action_kinds.kind(self._check("type", table["type"], (*at, "type")))
+            assert kind is not None  # checked just above
+            own = self._layer(at, table, _action_keys(kind), kind)
             own.pop("type")
             merged = {**layered, **own}
             merged.pop("actions", None)
@@ -498,20 +531,15 @@ class _Resolver:
             "dedup": value("dedup", False),
         }
 
-    def _action(self, kind: str, merged: Mapping[str, tuple[Any, Path_]], at: Path_, *, check_options: bool) -> Action:
+    def _action(self, kind: ActionKind, merged: Mapping[str, tuple[Any, Path_]], at: Path_, *,
+                check_options: bool) -> Action:
         selection = self._selection(merged, check_options=check_options)
-        if kind == "annotation_queue":
-            name, queue_id = merged.get("queue", (None,))[0], merged.get("queue_id", (None,))[0]
-            if (name is None) == (queue_id is None):
-                raise self.error(at, "an annotation_queue action needs exactly one of queue (its name) or queue_id")
-            target = f"id:{queue_id}" if queue_id else f"name:{name}"
-            return Action(kind=kind, key=f"annotation_queue:{target}", queue_name=name, queue_id=queue_id, **selection)
-        if kind == "jsonl":
-            if "directory" not in merged:
-                raise self.error(at, "a jsonl action needs directory = \"/path/to/dir\"")
-            directory = merged["directory"][0]
-            return Action(kind=kind, key=f"jsonl:{directory}:{selection['dataset']}", directory=directory, **selection)
-        return Action(kind=kind, key=f"dataset:{selection['dataset']}", **selection)
+        options = {key: merged[key][0] for key in sorted(kind.options) if key in merged}
+        try:
+            key = kind.key(options, selection["dataset"])
+        except ActionError as exc:
+            raise self.error((*at, exc.key) if exc.key else at, str(exc)) from None
+        return Action(kind=kind.name, key=key, options=options, **selection)
 
 
 def transform_problem(spec: str) -> str | None:

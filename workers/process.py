@@ -23,7 +23,7 @@ from typing import Any
 
 from lswh_core.rules import Action
 from workers import dedup, feedback
-from workers.actions import annotation_queue, dataset, done, jsonl
+from workers.actions import destination, done
 from workers.errors import RunError, classify
 from workers.examples import example_metadata
 from workers.hydrate import Hydrated, Hydrator, settle_from_api
@@ -32,7 +32,7 @@ from workers.outcome import worst
 from workers.runtime import S3_CONCURRENCY, Runtime
 from workers.splits import assign_split
 from workers.transforms import ExampleDraft, HydratedRun, TransformError, apply_transform
-from workers.writer import SKIPPED, Outcome, Outcomes, resolve_dataset
+from workers.writer import SKIPPED, Outcome, Outcomes
 
 # A slice pays a few round trips in sequence (feedback, objects, API reads, example list and
 # write): bench/workers.py measured 302 runs/s with slices of 100 small runs against 428 for the
@@ -82,15 +82,15 @@ async def process_slice(runtime: Runtime, runs: list[dict[str, Any]], rule_id: s
     `delivery_id`, the (action, run) pairs done are recorded under it and not done again."""
     started = time.perf_counter()
     rule = runtime.pipeline_rules.for_rule(rule_id)
-    datasets = {a.dataset: asyncio.ensure_future(resolve_dataset(runtime, a.dataset))
-                for a in rule.actions if a.kind == "dataset"}
+    # Each action's target (the dataset kind's dataset id), prepared while the slice reads.
+    targets = {a.key: asyncio.ensure_future(destination(a).prepare(runtime, a)) for a in rule.actions}
     try:
-        return await _Slice(runtime, rule_id, rule.actions, delivery_id, datasets).run(runs)
+        return await _Slice(runtime, rule_id, rule.actions, delivery_id, targets).run(runs)
     finally:
-        for task in datasets.values():
+        for task in targets.values():
             if not task.done():
                 task.cancel()
-        await asyncio.gather(*datasets.values(), return_exceptions=True)
+        await asyncio.gather(*targets.values(), return_exceptions=True)
         runtime.recorder.slice(time.perf_counter() - started, len(runs))
 
 
@@ -107,12 +107,12 @@ class _Wanted:
 
 class _Slice:
     def __init__(self, runtime: Runtime, rule_id: str | None, actions: tuple[Action, ...], delivery_id: str | None,
-                 datasets: Mapping[str, asyncio.Future[str]]) -> None:
+                 targets: Mapping[str, asyncio.Future[Any]]) -> None:
         self.runtime = runtime
         self.rule_id = rule_id
         self.actions = actions
         self.delivery_id = delivery_id
-        self.datasets = datasets
+        self.targets = targets  # by action key
         # (action key, run id) -> outcome: read back from earlier attempts, then this one's.
         self.outcomes: dict[tuple[str, str], Outcome] = {}
         self.fresh: dict[tuple[str, str], str] = {}  # done in this attempt, to record
@@ -141,8 +141,9 @@ class _Slice:
     async def _act(self, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         joined = await self.runtime.langsmith.feedback([str(run["id"]) for run in runs])
         wanted: dict[str, _Wanted] = {}
-        to_queue: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        queue_actions: dict[str, Action] = {}
+        # Actions that take the runs themselves (an annotation queue), by action key.
+        to_send: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        run_actions: dict[str, Action] = {}
         items_of: dict[str, list[Any]] = {}
         for run in runs:
             run_id = str(run["id"])
@@ -159,9 +160,9 @@ class _Slice:
                               if action.outputs != "run" else None)
                 if not action.admits(has_correction=correction is not None, latest_scores=scores):
                     self.settle(action, run_id, SKIPPED)
-                elif action.kind == "annotation_queue":
-                    to_queue[action.key].append(run)
-                    queue_actions[action.key] = action
+                elif destination(action).takes == "runs":
+                    to_send[action.key].append(run)
+                    run_actions[action.key] = action
                 else:
                     want = wanted.setdefault(run_id, _Wanted())
                     want.actions.append((action, correction))
@@ -176,8 +177,8 @@ class _Slice:
         later = {str(run["id"]) for run in deferred}
         await self._read_rest(hydrated)
 
-        work = [self._queue(queue_actions[key], [r for r in queued if str(r["id"]) not in later])
-                for key, queued in to_queue.items()]
+        work = [self._send(run_actions[key], [r for r in sent if str(r["id"]) not in later])
+                for key, sent in to_send.items()]
         work.append(self._examples(hydrated, wanted, items_of))
         await asyncio.gather(*work)
         return deferred
@@ -194,9 +195,24 @@ class _Slice:
         for item in need_api:
             settle_from_api(item, found.get(item.id))
 
-    async def _queue(self, action: Action, runs: list[dict[str, Any]]) -> None:
-        for run_id, outcome in (await annotation_queue.add(self.runtime, action, runs)).items():
-            self.settle(action, run_id, outcome)
+    async def _target(self, action: Action, run_ids: list[str]) -> tuple[bool, Any]:
+        """(True, the action's prepared target), or (False, None) with its runs settled as failed."""
+        try:
+            return True, await self.targets[action.key]
+        except Exception as exc:
+            error = classify(exc, destination(action).preparing)
+            for run_id in run_ids:
+                self.settle(action, run_id, error)
+            return False, None
+
+    async def _send(self, action: Action, runs: list[dict[str, Any]]) -> None:
+        """An action that takes the runs themselves: an outcome per run id."""
+        if not runs:
+            return
+        ready, target = await self._target(action, [str(run["id"]) for run in runs])
+        if ready:
+            for run_id, outcome in (await destination(action).write(self.runtime, action, target, runs)).items():
+                self.settle(action, run_id, outcome)
 
     async def _examples(self, hydrated: list[Hydrated], wanted: dict[str, _Wanted], items_of: dict[str, list[Any]]
                         ) -> None:
@@ -234,32 +250,18 @@ class _Slice:
                            feedback=[feedback.plain_item(i) for i in items], metadata=metadata, run=item.run)
 
     async def _write(self, action: Action, runs: list[_Drafts]) -> None:
-        """One action's examples: ids, dedup claims, then the action's writer; a run's outcome
-        is the worst of its examples'."""
-        try:
-            target = await self.datasets[action.dataset] if action.kind == "dataset" else action.dataset
-        except Exception as exc:
-            error = classify(exc, "finding or creating the dataset")
-            for run_id, _, _ in runs:
-                self.settle(action, run_id, error)
+        """One action's examples: its rows, dedup claims, then the action's write; a run's
+        outcome is the worst of its examples'."""
+        kind = destination(action)
+        ready, target = await self._target(action, [run_id for run_id, _, _ in runs])
+        if not ready:
             return
-        examples: list[dict[str, Any]] = []
-        for run_id, drafts, split in runs:
-            if action.kind == "dataset":
-                examples.extend(dataset.examples(target, run_id, drafts, split))
-            else:
-                for line in jsonl.jsonl_examples(target, run_id, drafts, split):
-                    examples.append({**line, "source_run_id": run_id})
+        examples = [row for run_id, drafts, split in runs for row in kind.rows(target, run_id, drafts, split)]
         claims = await asyncio.to_thread(self._claim, action, examples) if action.dedup else {}
         to_write = [e for e in examples if claims.get(e["id"]) is None]
         by_example: Outcomes = dict.fromkeys((e["id"] for e in examples if claims.get(e["id"]) is not None), SKIPPED)
-        if action.kind == "dataset":
-            by_example.update(await dataset.write(self.runtime, target, to_write))
-        elif to_write:
-            lines = [jsonl.JsonlExample(id=e["id"], run_id=e["run_id"], split=e["split"], inputs=e["inputs"],
-                                        outputs=e["outputs"], metadata=e["metadata"]) for e in to_write]
-            result = await jsonl.write(str(action.directory), target, lines)
-            by_example.update(dict.fromkeys((e["id"] for e in to_write), result))
+        if to_write:
+            by_example.update(await kind.write(self.runtime, action, target, to_write))
         per_run: dict[str, list[Outcome]] = defaultdict(list)
         for example in examples:
             outcome = by_example.get(example["id"]) or RunError("no outcome from the writer", transient=True)

@@ -35,7 +35,7 @@ import redis as redis_py
 from lswh_core import contract
 from lswh_core.rules import Action
 from workers import feedback
-from workers.actions import annotation_queue, done, jsonl
+from workers.actions import annotation_queue, destination, done, jsonl
 from workers.actions.dataset import nth_example_id
 from workers.errors import InfoUnknown, RunError, classify
 from workers.langsmith import QueryBackend, RuleInfo, Turn, chunks, split_on_refusal, thread_id_in
@@ -379,6 +379,9 @@ async def _act(runtime: Runtime, refs: Sequence[ThreadRef], rule: RuleInfo, acti
         for action in actions:
             pair = (action.key, ref.key)
             if pair in finished:
+                continue
+            if not destination(action).threads:
+                out[pair] = RunError(f"action {action.kind!r} does not take a thread rule's threads", transient=False)
                 continue
             if isinstance(items, RunError):
                 out[pair] = items

@@ -20,8 +20,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lswh_core import contract
+from lswh_core.actions import AnnotationQueueKind
 from lswh_core.rules import Action
 from lswh_core.times import rfc3339
+from workers.actions.base import Destination, register
 from workers.errors import RunError, classify
 from workers.langsmith import split_on_refusal
 from workers.runtime import Runtime
@@ -60,34 +62,44 @@ async def queue_id(runtime: Runtime, action: Action) -> str:
     return runtime.queues[name]
 
 
-async def add(runtime: Runtime, action: Action, runs: Sequence[Mapping[str, Any]]) -> Outcomes:
-    """Outcome per run id."""
-    if not runs:
-        return {}
-    try:
-        target = await queue_id(runtime, action)
-    except Exception as exc:
-        error = classify(exc, "finding the annotation queue")
-        return {str(run["id"]): error for run in runs}
+class AnnotationQueue(AnnotationQueueKind, Destination):
+    """The queue is looked up in `write`, not `prepare`: a slice none of whose runs go to the
+    queue asks LangSmith nothing."""
 
-    key = contract.queue_added_key(target)
-    # Redis off the I/O loop, where the slice's other requests are in flight.
-    already = await asyncio.to_thread(runtime.redis.hmget, key, [str(run["id"]) for run in runs])
-    outcomes: Outcomes = {str(run["id"]): UNCHANGED for run, seen in zip(runs, already, strict=True) if seen}
-    todo = [run for run in runs if str(run["id"]) not in outcomes]
+    threads = True  # workers/threads.py adds THREAD items
 
-    async def send(batch: Sequence[Mapping[str, Any]]) -> None:
-        await runtime.langsmith.add_to_queue(target, [queue_item(run) for run in batch])
+    async def write(self, runtime: Runtime, action: Action, target: Any, rows: Sequence[dict[str, Any]]) -> Outcomes:
+        """Outcome per run id (`rows` are the runs)."""
+        runs = rows
+        if not runs:
+            return {}
+        try:
+            queue = await queue_id(runtime, action)
+        except Exception as exc:
+            error = classify(exc, "finding the annotation queue")
+            return {str(run["id"]): error for run in runs}
 
-    for start in range(0, len(todo), ITEMS_PER_REQUEST):
-        for batch, result in await split_on_refusal(todo[start:start + ITEMS_PER_REQUEST], send,
-                                                    "adding the run to the annotation queue"):
-            if isinstance(result, RunError):
-                outcomes.update((str(run["id"]), result) for run in batch)
-                continue
-            outcomes.update((str(run["id"]), WRITTEN) for run in batch)
-            await asyncio.to_thread(remember, runtime, key, [str(run["id"]) for run in batch])
-    return outcomes
+        key = contract.queue_added_key(queue)
+        # Redis off the I/O loop, where the slice's other requests are in flight.
+        already = await asyncio.to_thread(runtime.redis.hmget, key, [str(run["id"]) for run in runs])
+        outcomes: Outcomes = {str(run["id"]): UNCHANGED for run, seen in zip(runs, already, strict=True) if seen}
+        todo = [run for run in runs if str(run["id"]) not in outcomes]
+
+        async def send(batch: Sequence[Mapping[str, Any]]) -> None:
+            await runtime.langsmith.add_to_queue(queue, [queue_item(run) for run in batch])
+
+        for start in range(0, len(todo), ITEMS_PER_REQUEST):
+            for batch, result in await split_on_refusal(todo[start:start + ITEMS_PER_REQUEST], send,
+                                                        "adding the run to the annotation queue"):
+                if isinstance(result, RunError):
+                    outcomes.update((str(run["id"]), result) for run in batch)
+                    continue
+                outcomes.update((str(run["id"]), WRITTEN) for run in batch)
+                await asyncio.to_thread(remember, runtime, key, [str(run["id"]) for run in batch])
+        return outcomes
+
+
+register(AnnotationQueue())
 
 
 def remember(runtime: Runtime, key: str, run_ids: list[str]) -> None:

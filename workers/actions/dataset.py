@@ -5,7 +5,8 @@ the first keeps the id a run has always had, uuid5(dataset, run id), so adding a
 updates the example instead of duplicating it; a transform's further examples get
 uuid5(dataset, run id, index). The split is set at creation (LangSmith keeps it in
 `metadata.dataset_split`) and an update keeps it, since the writer merges metadata. The writer
-(workers/writer.py) is the one edge: idempotent create/update, 409 rounds, bisecting.
+(workers/writer.py) is the one edge: idempotent create/update, 409 rounds, bisecting. The dataset
+is found or created once per slice (`prepare`, cached for the life of the worker).
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from lswh_core.actions import DatasetKind
+from lswh_core.rules import Action
+from workers.actions.base import Destination, register
 from workers.examples import example_id
 from workers.runtime import Runtime
 from workers.transforms import ExampleDraft
-from workers.writer import Outcomes, Writer
+from workers.writer import Outcomes, Writer, resolve_dataset
 
 
 def nth_example_id(dataset_id: str, run_id: str, index: int) -> str:
@@ -32,6 +36,22 @@ def examples(dataset_id: str, run_id: str, drafts: Sequence[ExampleDraft], split
             for index, draft in enumerate(drafts)]
 
 
-async def write(runtime: Runtime, dataset_id: str, batch: Sequence[dict[str, Any]]) -> Outcomes:
-    """Outcome per example id."""
-    return await Writer(runtime, dataset_id).write(batch, by="id")
+class Dataset(DatasetKind, Destination):
+    threads = True  # workers/threads.py writes its thread examples
+    preparing = "finding or creating the dataset"
+
+    async def prepare(self, runtime: Runtime, action: Action) -> str:
+        """The dataset's id."""
+        return await resolve_dataset(runtime, action.dataset)
+
+    def rows(self, target: Any, run_id: str, drafts: Sequence[ExampleDraft], split: str | None
+             ) -> list[dict[str, Any]]:
+        return examples(str(target), run_id, drafts, split)
+
+    async def write(self, runtime: Runtime, action: Action, target: Any,
+                    rows: Sequence[dict[str, Any]]) -> Outcomes:
+        """Outcome per example id."""
+        return await Writer(runtime, str(target)).write(rows, by="id")
+
+
+register(Dataset())

@@ -29,9 +29,14 @@ from pathlib import Path
 from typing import Any, TypedDict
 from urllib.parse import quote
 
+from lswh_core.actions import JsonlKind
+from lswh_core.rules import Action
+from workers.actions.base import Destination, register
 from workers.errors import RunError
 from workers.examples import EXAMPLE_NAMESPACE
-from workers.writer import WRITTEN
+from workers.runtime import Runtime
+from workers.transforms import ExampleDraft
+from workers.writer import WRITTEN, Outcomes
 
 _lock = threading.Lock()  # threads of one process share its file
 
@@ -129,3 +134,22 @@ async def write(directory: str, dataset: str, examples: Sequence[JsonlExample]) 
     except OSError as exc:
         return RunError(f"appending to the jsonl files: {type(exc).__name__}: {exc.strerror or exc}", transient=True)
     return WRITTEN
+
+
+class Jsonl(JsonlKind, Destination):
+    """The target is the dataset's name: no LangSmith dataset is involved."""
+    threads = True  # workers/threads.py writes its thread examples
+
+    def rows(self, target: Any, run_id: str, drafts: Sequence[ExampleDraft], split: str | None
+             ) -> list[dict[str, Any]]:
+        return [{**line, "source_run_id": run_id} for line in jsonl_examples(str(target), run_id, drafts, split)]
+
+    async def write(self, runtime: Runtime, action: Action, target: Any, rows: Sequence[dict[str, Any]]) -> Outcomes:
+        """One append for the batch: every example's outcome is the append's."""
+        lines = [JsonlExample(id=row["id"], run_id=row["run_id"], split=row["split"], inputs=row["inputs"],
+                              outputs=row["outputs"], metadata=row["metadata"]) for row in rows]
+        result = await write(str(action.directory), str(target), lines)
+        return dict.fromkeys((line["id"] for line in lines), result)
+
+
+register(Jsonl())

@@ -1,0 +1,71 @@
+"""The worker's half of an action kind: what the slice processor (workers/process.py) calls.
+
+A `Destination` is an `ActionKind` (lswh_core/actions.py: name, own option keys, key, runs or
+examples) that also knows how to deliver. The slice processor, for every action of the rule:
+
+1. starts `prepare(runtime, action)` once per slice, as the slice begins (the dataset kind finds
+   or creates its dataset there, concurrently with the feedback and object reads); what it
+   returns is the action's `target`, and an exception fails the action's runs of the slice,
+   classified with `preparing` as context;
+2. for `takes = "examples"`: turns each run's drafts (what the rule's transforms returned) into
+   rows with `rows(target, run_id, drafts, split)`, each a dict with at least "id" (the example
+   id, deterministic), "inputs" and "source_run_id"; claims them under dedup; then
+   `write(runtime, action, target, rows)` the rest, an outcome per example id;
+3. for `takes = "runs"`: `write(runtime, action, target, runs)`, an outcome per run id.
+
+An outcome is WRITTEN, UNCHANGED, SKIPPED or a RunError (workers/writer.py); a run's outcome is
+the worst of its rows'. The (action key, run id) pairs done are recorded per delivery
+(workers/actions/done.py), so a failed action is retried alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from lswh_core import actions as action_kinds
+from lswh_core.actions import ActionKind
+from lswh_core.rules import Action
+from workers.errors import RunError
+from workers.runtime import Runtime
+from workers.transforms import ExampleDraft
+from workers.writer import Outcomes
+
+
+class Destination(ActionKind):
+    """One kind of action, rules half and worker half. Subclass, then `register(YourKind())`."""
+
+    preparing = "preparing the action"  # the context an error in `prepare` is classified with
+    # Whether a thread rule (workers/threads.py) may use the kind: that path builds one item per
+    # thread itself and knows the built-ins alone; another kind fails a thread rule's threads.
+    threads: ClassVar[bool] = False
+
+    async def prepare(self, runtime: Runtime, action: Action) -> Any:
+        """The action's target for this slice; by default the action's dataset name."""
+        return action.dataset
+
+    def rows(self, target: Any, run_id: str, drafts: Sequence[ExampleDraft], split: str | None
+             ) -> list[dict[str, Any]]:
+        """An example kind's rows for one run (a runs kind has none)."""
+        raise NotImplementedError
+
+    async def write(self, runtime: Runtime, action: Action, target: Any,
+                    rows: Sequence[dict[str, Any]]) -> Outcomes:
+        """Deliver: an outcome per example id (examples) or per run id (runs)."""
+        raise NotImplementedError
+
+
+def register(destination: Destination) -> Destination:
+    """Register a kind: the rules file accepts `type = destination.name` from now on, and the
+    worker dispatches such actions to `destination`."""
+    action_kinds.register(destination)
+    return destination
+
+
+def destination(action: Action) -> Destination:
+    """The registered kind that delivers `action`."""
+    kind = action_kinds.kind(action.kind)
+    if not isinstance(kind, Destination):
+        # Only a kind registered with lswh_core's register alone, without a worker half.
+        raise RunError(f"action kind {action.kind!r} has no worker half (register a Destination)", transient=False)
+    return kind

@@ -65,6 +65,10 @@ class Runtime:
             self.objects = ObjectStore(S3_CONCURRENCY, exact_hosts=exact)
         self.langsmith = LangSmith.for_settings(settings, self.redis, recorder=metrics)
 
+    def warm_up(self) -> None:
+        """What the first job would otherwise pay once (`lswh worker` calls it before taking jobs)."""
+        self.run(self.langsmith.warm_up())
+
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a job's coroutine on the I/O loop and wait; if the wait is interrupted (job
         timeout, shutdown), the coroutine is cancelled rather than left running."""

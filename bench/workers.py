@@ -365,8 +365,10 @@ def table(s: Settings, docs: Measure, floors: dict[str, Measure], ours: Measure,
     row("seconds, POST (or start) to last example, each round", [each(docs), each(floor), each(aio), each(ours)])
     # The target is judged against the floor on the same I/O stack as ours (the worker's S3 GETs
     # go through workers.s3.ObjectStore on aiohttp); the httpx floor is the issue's reference.
-    row("ours / floor (aiohttp), the target's floor", ["", "", "", f"{ours_rps / aio_rps:.2f}x"], ">= 0.7x",
-        _yes(ours_rps / aio_rps >= 0.7))
+    row("ours / floor (aiohttp), the target's floor", ["", "", "", f"{ours_rps / aio_rps:.2f}x"], ">= 0.9x",
+        _yes(ours_rps / aio_rps >= 0.9))
+    row("ours / floor (aiohttp), each round (same moment, so least touched by the machine's load)",
+        ["", "", "", " / ".join(f"{a / o:.2f}x" for a, o in zip(aio.seconds, ours.seconds, strict=True))])
     row("ours / floor (httpx), for reference", ["", "", "", f"{ours_rps / floor_rps:.2f}x"], "(>= 0.7x)",
         _yes(ours_rps / floor_rps >= 0.7))
     row("ours / docs' approach", ["", "", "", f"{ours_rps / docs_rps:.1f}x"], ">= 15x",

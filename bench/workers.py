@@ -36,7 +36,7 @@ from workers.runtime import S3_CONCURRENCY
 
 API_KEY = "lsv2-standin-key"
 DATASET = "bench-examples"
-TRANSPORTS = ("httpx", "aiohttp")  # the floor's S3 client: httpx's own pool; the worker's aiohttp transport
+TRANSPORTS = ("httpx", "aiohttp")  # the floor's S3 client: httpx's own pool; the worker's (workers.s3, aiohttp)
 TEXT = "The quick brown fox jumps over the lazy dog. " * 10  # ~450 bytes per field
 
 
@@ -364,9 +364,11 @@ def table(s: Settings, docs: Measure, floors: dict[str, Measure], ours: Measure,
                                                       f"{ours_rps:.1f}"])
     row("seconds, POST (or start) to last example, each round", [each(docs), each(floor), each(aio), each(ours)])
     # The target is judged against the floor on the same I/O stack as ours (the worker's S3 GETs
-    # go through workers.transport.AiohttpTransport); the httpx floor is the issue's reference.
-    row("ours / floor (aiohttp), the target's floor", ["", "", "", f"{ours_rps / aio_rps:.2f}x"], ">= 0.7x",
-        _yes(ours_rps / aio_rps >= 0.7))
+    # go through workers.s3.ObjectStore on aiohttp); the httpx floor is the issue's reference.
+    row("ours / floor (aiohttp), the target's floor", ["", "", "", f"{ours_rps / aio_rps:.2f}x"], ">= 0.9x",
+        _yes(ours_rps / aio_rps >= 0.9))
+    row("ours / floor (aiohttp), each round (same moment, so least touched by the machine's load)",
+        ["", "", "", " / ".join(f"{a / o:.2f}x" for a, o in zip(aio.seconds, ours.seconds, strict=True))])
     row("ours / floor (httpx), for reference", ["", "", "", f"{ours_rps / floor_rps:.2f}x"], "(>= 0.7x)",
         _yes(ours_rps / floor_rps >= 0.7))
     row("ours / docs' approach", ["", "", "", f"{ours_rps / docs_rps:.1f}x"], ">= 15x",

@@ -9,7 +9,6 @@ shows a progress bar on a terminal.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import sys
 import time
@@ -97,10 +96,10 @@ def run(rule_id: str, start: dt.datetime, end: dt.datetime, *, dry_run: bool = F
             bar.update(1)  # while listing, the bar counts runs found; then runs settled
             if not dry_run:
                 closed = feeder.push(locator.as_run())
-                if closed is not None:  # Redis, off the loop the next page arrives on
-                    tally.enqueued += await asyncio.to_thread(feeder.send, closed)
+                if closed is not None:  # Redis on the loop: workers/runtime.py says why
+                    tally.enqueued += feeder.send(closed)
         if not dry_run:
-            tally.enqueued += await asyncio.to_thread(feeder.finish)
+            tally.enqueued += feeder.finish()
 
     try:
         runtime.run(listing())

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), ROOT / "bench" / "README.md"])
 PACKAGES = ("workers", "ingress", "lswh_core", "lswh")
 # `workers.transforms.HydratedRun`, `ingress.app:app`, `workers.actions.jsonl.read_jsonl(directory, dataset)`
-DOTTED = re.compile(r"`((?:%s)(?:\.[A-Za-z_]\w*)+(?::[A-Za-z_]\w*)?)(?:\([^`]*\))?`" % "|".join(PACKAGES))
+PACKAGE = "|".join(PACKAGES)
+DOTTED = re.compile(rf"`((?:{PACKAGE})(?:\.[A-Za-z_]\w*)+(?::[A-Za-z_]\w*)?)(?:\([^`]*\))?`")
 
 
 def resolve(name: str) -> Any:

@@ -1,7 +1,8 @@
 import pytest
 
+from lswh_core.allowlist import parse_rules
 from lswh_core.settings import DEFAULT_S3_ALLOWED_HOSTS
-from workers.s3 import allowed, parse_rules
+from workers.s3 import allowed
 
 DEFAULTS = parse_rules(DEFAULT_S3_ALLOWED_HOSTS)
 

@@ -157,11 +157,12 @@ class RateBudget:
             time.sleep(grant.wait_seconds + _WAKE_SLACK_SECONDS)
 
     async def acquire_async(self, route: str) -> float:
-        """`acquire` for an asyncio loop: the Redis call runs in a thread and the wait is an
-        asyncio.sleep, so neither a slow Redis nor an empty budget stalls the loop's other work."""
+        """`acquire` for an asyncio loop: the wait for budget is an asyncio.sleep, so an empty
+        budget does not stall the loop's other work; the Redis call itself is made on the loop
+        (a local round trip, workers/runtime.py says why)."""
         started: float | None = None
         while True:
-            grant = await asyncio.to_thread(self.try_acquire, route)
+            grant = self.try_acquire(route)
             if grant.granted:
                 return 0.0 if started is None else time.monotonic() - started
             started = time.monotonic() if started is None else started

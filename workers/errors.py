@@ -1,10 +1,14 @@
-"""What a failure means: retry later (transient) or fail the run now (permanent)."""
+"""What a failure means: retry later (transient) or fail the run now (permanent).
+
+`classify` reads the failures of the LangSmith door only: the SDK's `requests` stack (and the
+urllib3 / http.client errors under it), the v2 client's httpx2 stack and the SDK's own error
+classes, ours (LangSmithUnavailable, InfoUnknown) and Python's connection errors. Presigned
+object fetches classify their own few failures where they are made (workers/s3.py `fetch_json`)."""
 
 from __future__ import annotations
 
 import http.client
 
-import httpx
 import httpx2
 import requests
 import urllib3.exceptions
@@ -65,8 +69,8 @@ def parse_retry_after(value: str | None) -> float | None:
 # wrong, so it is worth sending again. The SDK wraps some of these (a reset mid-response reaches
 # it as requests' ChunkedEncodingError) in a plain LangSmithError, so the chain is searched.
 _BROKEN_CONNECTION = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                      urllib3.exceptions.ProtocolError, http.client.IncompleteRead, httpx.TransportError,
-                      httpx2.TransportError, ConnectionError, TimeoutError)
+                      urllib3.exceptions.ProtocolError, http.client.IncompleteRead, httpx2.TransportError,
+                      ConnectionError, TimeoutError)
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -98,7 +102,7 @@ def _generated(exc: BaseException, doing: str) -> RunError | None:
 
 
 def classify(exc: BaseException, doing: str) -> RunError:
-    """Turn any exception from the SDK, httpx or our code into a RunError with a clean reason."""
+    """Turn any exception from the SDK, httpx2 or our code into a RunError with a clean reason."""
     if isinstance(exc, RunError):
         return exc
     chain = _causes(exc)

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers import s3
+from workers import metrics, s3
 from workers.errors import RunError
 from workers.langsmith import ApiRun
 from workers.runtime import S3_CONCURRENCY, Runtime
@@ -76,13 +76,13 @@ class Hydrator:
 
     async def _from_url(self, run: dict[str, Any], name: str) -> tuple[dict[str, Any] | None, int]:
         url = presigned_url(run, f"{name}_s3_urls")
-        if url is None or not s3.allowed(url, self.runtime.rules):
+        if url is None or not s3.allowed(url, self.runtime.s3_hosts):
             return None, 0
         async with self.semaphore:
             started = time.perf_counter()
             status = "200"
             try:
-                value, size = await s3.fetch_json(self.runtime.http, url, name)
+                value, size = await self.runtime.objects.fetch_json(url, name)
             except s3.ObjectUnusable:
                 status = "unusable"
                 return None, 0
@@ -90,7 +90,7 @@ class Hydrator:
                 status = "transient" if exc.transient else "refused"
                 raise
             finally:
-                self.runtime.recorder.request("s3", "GET object", status, time.perf_counter() - started)
+                metrics.observe_request("s3", "GET object", status, time.perf_counter() - started)
         return value, size
 
     async def without_api(self, item: Hydrated, names: tuple[str, ...]) -> Hydrated:

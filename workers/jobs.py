@@ -1,4 +1,7 @@
-"""The RQ job functions (named by dotted path in lswh_core.contract).
+"""The RQ job functions (named by dotted path in lswh_core.contract), and the job flow.
+
+Each job function hands one coroutine, its flow, to the worker's I/O loop and waits
+(workers/runtime.py); the flow is async from there to the last example written.
 
 One job per delivery processes its runs a slice at a time (workers/process.py): each slice is
 hydrated, written and recorded as done before the next, so a worker's memory does not grow with
@@ -6,6 +9,12 @@ the delivery and a timeout or a kill loses at most the slice in flight. Runs tha
 transiently make the job retry (RQ Retry, backoff with jitter) for those runs only. A run that
 fails permanently, or still fails on the last attempt, is split off into a failed job of its
 own, so the delivery job never fails because of one run.
+
+A delivery's path, each module once and in order: the job function here -> its flow here
+(`_delivery`: the rule, then a slice at a time) -> the slice (workers/process.py) -> hydration
+(workers/hydrate.py, presigned objects through workers/s3.py) -> the LangSmith door
+(workers/langsmith.py) -> the action's writer (workers/actions/, workers/writer.py) -> back here
+to record the slice (`_settle`: done runs, figures, failed runs split off).
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import math
 import time
 import traceback
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 import orjson
@@ -30,7 +39,7 @@ from lswh_core import contract
 from lswh_core.ids import is_uuid
 from lswh_core.logs import log_context
 from lswh_core.redact import redact
-from workers import accounting, received, threads
+from workers import accounting, metrics, received, threads
 from workers.errors import RunError
 from workers.process import SLICE_RUNS, process_slice
 from workers.runtime import Runtime, get_runtime
@@ -73,28 +82,35 @@ THREAD_SLICE = 100
 
 def process_delivery(delivery_id: str) -> str:
     with log_context(delivery_id=delivery_id):
-        return _guarded(_process_delivery, delivery_id)
+        return _guarded(_delivery, delivery_id)
 
 
 def process_run(delivery_id: str, run_id: str, rule_id: str | None = None, project_id: str | None = None,
                 start_time: str | None = None) -> str:
     """A split-off run. Jobs split off before project_id/start_time existed still requeue."""
     with log_context(delivery_id=delivery_id, run_id=run_id, rule_id=rule_id):
-        return _guarded(_process_run, delivery_id, run_id, rule_id, project_id, start_time)
+        return _guarded(_run, delivery_id, run_id, rule_id, project_id, start_time)
 
 
 def process_thread(delivery_id: str, thread_id: str, rule_id: str | None = None, project_id: str | None = None
                    ) -> str:
     """A thread split off its delivery (requeued from the failed registry): that thread alone."""
     with log_context(delivery_id=delivery_id, rule_id=rule_id):
-        return _guarded(_process_thread, delivery_id, thread_id, rule_id, project_id)
+        return _guarded(_thread, delivery_id, thread_id, rule_id, project_id)
 
 
-def _guarded(fn: Callable[..., str], *args: Any) -> str:
-    """Whatever escapes is stored by RQ and shown by rq-dashboard: it must carry no URL
+Flow = Callable[..., Coroutine[Any, Any, str]]
+
+
+def _guarded(flow: Flow, *args: Any) -> str:
+    """Run the job's flow on the worker's loop: the one hop of a job. The RQ job (read here, on
+    RQ's thread: RQ keeps the current job per thread) is handed to the flow.
+
+    Whatever escapes is stored by RQ and shown by rq-dashboard: it must carry no URL
     query string, secret or key, so unexpected errors are redacted before they leave."""
     try:
-        return fn(*args)
+        runtime = get_runtime()
+        return runtime.run(flow(runtime, get_current_job(), *args))
     except (RunFailed, RunsPending, DeliveryFailed, ThreadFailed):
         raise
     except Exception as exc:
@@ -121,20 +137,19 @@ def _last_attempt(job: Job | None) -> bool:
     return not (job is not None and job.retries_left)
 
 
-def _process_delivery(delivery_id: str) -> str:
-    runtime = get_runtime()
+async def _delivery(runtime: Runtime, job: Job | None, delivery_id: str) -> str:
     delivery = _load(runtime, delivery_id)
     if delivery is None:
         raise DeliveryFailed(f"delivery {delivery_id}: its raw body expired (LSWH_REPLAY_DAYS) or was deleted")
     rule_id = delivery.get("rule_id")
     with log_context(rule_id=rule_id):
-        plan = _plan(runtime, delivery_id, delivery, rule_id)
+        plan = await _plan(runtime, delivery_id, delivery, rule_id)
         if plan is None:
-            return _process_delivery_runs(runtime, delivery_id, delivery, rule_id)
-        return _process_delivery_threads(runtime, delivery_id, plan)
+            return await _delivery_runs(runtime, job, delivery_id, delivery, rule_id)
+        return await _delivery_threads(runtime, job, delivery_id, plan)
 
 
-def _plan(runtime: Runtime, delivery_id: str, delivery: dict[str, Any], rule_id: Any) -> threads.Plan | None:
+async def _plan(runtime: Runtime, delivery_id: str, delivery: dict[str, Any], rule_id: Any) -> threads.Plan | None:
     """None: a runs delivery (today's path). A Plan: a thread rule's delivery. DeliveryRefused:
     neither. Decided by the rule's group_by (workers/threads.py), never by a guessed key."""
     has_runs = isinstance(delivery.get("runs"), list)
@@ -143,7 +158,7 @@ def _plan(runtime: Runtime, delivery_id: str, delivery: dict[str, Any], rule_id:
     rule, unread = None, None
     if isinstance(rule_id, str) and is_uuid(rule_id):  # LangSmith's rule ids are UUIDs
         try:
-            rule, unread = runtime.run(threads.rule_of(runtime, rule_id, fresh=not has_runs))
+            rule, unread = await threads.rule_of(runtime, rule_id, fresh=not has_runs)
         except RunError as exc:  # transient: the job is retried
             raise DeliveryFailed(f"delivery {delivery_id}: {exc.reason}") from None
     try:
@@ -155,8 +170,7 @@ def _plan(runtime: Runtime, delivery_id: str, delivery: dict[str, Any], rule_id:
     return plan
 
 
-
-def _process_delivery_threads(runtime: Runtime, delivery_id: str, plan: threads.Plan) -> str:
+async def _delivery_threads(runtime: Runtime, job: Job | None, delivery_id: str, plan: threads.Plan) -> str:
     """A thread rule's delivery: one example per thread, a slice of threads at a time; a thread
     that fails is split off as its own job, like a run."""
     rule_id = plan.rule.id
@@ -165,7 +179,6 @@ def _process_delivery_threads(runtime: Runtime, delivery_id: str, plan: threads.
     received.record(runtime.redis, rule_id, [], delivery_id, keep)  # the rule seen; `lswh replay --rule`
     done = _done(runtime, delivery_id)
     queue = deque(ref for ref in plan.threads if ref.key not in done)
-    job = get_current_job()
     if job is not None:
         job.meta["lswh_threads"] = True  # on_job_exception must not split it per run
         job.save_meta()
@@ -175,7 +188,7 @@ def _process_delivery_threads(runtime: Runtime, delivery_id: str, plan: threads.
     refs = {ref.key: ref for ref in plan.threads}
     while queue:
         batch = [queue.popleft() for _ in range(min(THREAD_SLICE, len(queue)))]
-        outcomes = runtime.run(threads.process_threads(runtime, batch, plan.rule, delivery_id=delivery_id))
+        outcomes = await threads.process_threads(runtime, batch, plan.rule, delivery_id=delivery_id)
         totals.update(_settle(runtime, delivery_id, rule_id, outcomes, {}, last_attempt, transient, threads_of=refs))
     if transient and not last_attempt:
         _wait_at_least(job, max((e.retry_after or 0.0) for e in transient.values()))
@@ -193,8 +206,8 @@ def _process_delivery_threads(runtime: Runtime, delivery_id: str, plan: threads.
     return f"threads: {summary or 'nothing to do'}; {len(done)} done before"
 
 
-def _process_delivery_runs(runtime: Runtime, delivery_id: str, delivery: dict[str, Any], rule_id: str | None
-                           ) -> str:
+async def _delivery_runs(runtime: Runtime, job: Job | None, delivery_id: str, delivery: dict[str, Any],
+                         rule_id: str | None) -> str:
     runs = _unique_runs(delivery.pop("runs"))  # from here on, only the queue below holds them
     keep = runtime.settings.keep_seconds
     accounting.record_received(runtime.redis, delivery_id, len(runs), keep_seconds=keep)
@@ -203,7 +216,6 @@ def _process_delivery_runs(runtime: Runtime, delivery_id: str, delivery: dict[st
     queue = deque(run for run in runs if str(run["id"]) not in done)
     del runs  # the queue holds what is still to do
 
-    job = get_current_job()
     last_attempt = _last_attempt(job)
     deadline = time.monotonic() + (job.timeout if job is not None and job.timeout else math.inf)
     transient: dict[str, RunError] = {}
@@ -217,7 +229,7 @@ def _process_delivery_runs(runtime: Runtime, delivery_id: str, delivery: dict[st
             break
         batch = [queue.popleft() for _ in range(min(SLICE_RUNS, len(queue)))]
         started = time.monotonic()
-        outcomes, deferred = runtime.run(process_slice(runtime, batch, rule_id, delivery_id=delivery_id))
+        outcomes, deferred = await process_slice(runtime, batch, rule_id, delivery_id=delivery_id)
         longest = max(longest, time.monotonic() - started)
         queue.extendleft(reversed(deferred))
         by_id = {str(run["id"]): run for run in batch}
@@ -250,10 +262,10 @@ def _settle(runtime: Runtime, delivery_id: str, rule_id: str | None, outcomes: O
                 continue
             failed[run_id] = outcome
             counts["failed"] += 1
-            runtime.recorder.runs("failed", 1, "transient" if outcome.transient else "permanent")
+            metrics.count_runs("failed", 1, "transient" if outcome.transient else "permanent")
         else:
             counts[outcome] += 1
-            runtime.recorder.runs(outcome, 1, None)
+            metrics.count_runs(outcome, 1, None)
         done.append(run_id)
     if threads_of is not None:
         split_off_threads(runtime, delivery_id, rule_id, failed, threads_of)
@@ -264,41 +276,40 @@ def _settle(runtime: Runtime, delivery_id: str, rule_id: str | None, outcomes: O
     return counts
 
 
-def _process_run(delivery_id: str, run_id: str, rule_id: str | None, project_id: str | None,
-                 start_time: str | None) -> str:
-    runtime = get_runtime()
+async def _run(runtime: Runtime, job: Job | None, delivery_id: str, run_id: str, rule_id: str | None,
+               project_id: str | None, start_time: str | None) -> str:
     delivery = _load(runtime, delivery_id)
     # Expired delivery: the API has the rest, located by project and start time.
     run: dict[str, Any] = {"id": run_id, "session_id": project_id, "start_time": start_time}
     if delivery is not None:
         rule_id = delivery.get("rule_id", rule_id)
         run = next((r for r in delivery["runs"] if str(r.get("id")) == run_id), run)
-    outcomes, _ = runtime.run(process_slice(runtime, [run], rule_id, delivery_id=delivery_id))
+    outcomes, _ = await process_slice(runtime, [run], rule_id, delivery_id=delivery_id)
     outcome = outcomes.get(run_id) or RunError("no outcome", transient=False)
     if isinstance(outcome, RunError):
         raise RunFailed(failure_text(run_id, outcome))
     # It counted as failed when it was split off; now it has its real outcome.
     accounting.settle_requeued(runtime.redis, delivery_id, outcome, keep_seconds=runtime.settings.keep_seconds)
-    runtime.recorder.runs(outcome, 1, None)
+    metrics.count_runs(outcome, 1, None)
     return f"run {run_id} {outcome}"
 
 
-def _process_thread(delivery_id: str, thread_id: str, rule_id: str | None, project_id: str | None) -> str:
-    runtime = get_runtime()
+async def _thread(runtime: Runtime, job: Job | None, delivery_id: str, thread_id: str, rule_id: str | None,
+                  project_id: str | None) -> str:
     ref = threads.ThreadRef(thread_id, project_id)
     try:
-        rule, _ = runtime.run(threads.rule_of(runtime, rule_id, fresh=True)) if rule_id else (None, None)
+        rule, _ = await threads.rule_of(runtime, rule_id, fresh=True) if rule_id else (None, None)
     except RunError as exc:
         raise ThreadFailed(failure_text(thread_id, exc, kind="thread")) from None
     if rule is None or rule.group_by != threads.THREAD_ID:
         raise ThreadFailed(failure_text(thread_id, RunError(
             f"rule {rule_id} is not a THREAD_ID thread rule in LangSmith now", transient=False), kind="thread"))
-    outcomes = runtime.run(threads.process_threads(runtime, [ref], rule, delivery_id=delivery_id))
+    outcomes = await threads.process_threads(runtime, [ref], rule, delivery_id=delivery_id)
     outcome = outcomes.get(ref.key) or RunError("no outcome", transient=False)
     if isinstance(outcome, RunError):
         raise ThreadFailed(failure_text(thread_id, outcome, kind="thread"))
     accounting.settle_requeued(runtime.redis, delivery_id, outcome, keep_seconds=runtime.settings.keep_seconds)
-    runtime.recorder.runs(outcome, 1, None)
+    metrics.count_runs(outcome, 1, None)
     return f"thread {thread_id} {outcome}"
 
 

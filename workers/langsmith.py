@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import enum
+import functools
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -301,11 +303,26 @@ def queue_items_missing(version: str | None) -> str:
             f"{QUEUE_ITEMS_VERSION}, the backend version the items endpoints landed in (this one {reported})")
 
 
+# Blocking SDK calls at once: a slice's concurrent feedback, example reads and writes.
+SDK_THREADS = 8
+
+
+def sdk_pool(threads: int = SDK_THREADS) -> Callable[..., Awaitable[Any]]:
+    """The one thread hop of a job: a blocking SDK (`requests`) call, awaited from the job's loop,
+    runs on this pool so the loop goes on with the delivery's other requests meanwhile."""
+    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lswh-sdk")
+
+    async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(executor, functools.partial(fn, *args, **kwargs))
+
+    return call
+
+
 class LangSmith:
     """Runs, feedback, datasets and examples, through the shared budget.
 
-    Blocking SDK calls run on the worker's SDK thread pool (`call`); the v2 client lives on the
-    worker's one I/O loop, where every coroutine here runs.
+    Blocking SDK calls hop to the SDK thread pool (`call`, made by `sdk_pool`): the only thread
+    hop in a job. The v2 client lives on the worker's one I/O loop, where every coroutine here runs.
     """
 
     def __init__(self, *, call: Callable[..., Awaitable[Any]], budget: Budget | None, route_of: RouteOf,
@@ -327,13 +344,13 @@ class LangSmith:
         return build_client(self.config, BudgetedAdapter(self.budget, self.route_of, self.recorder), info=info)
 
     @classmethod
-    def for_settings(cls, settings: Settings, connection: redis.Redis, *, call: Callable[..., Awaitable[Any]],
-                     recorder: Recorder | None = None) -> LangSmith:
+    def for_settings(cls, settings: Settings, connection: redis.Redis, *,
+                     call: Callable[..., Awaitable[Any]] | None = None, recorder: Recorder | None = None) -> LangSmith:
         from workers.budget import RateBudget, route_of
 
         config = ClientConfig.of(settings)
         budget = RateBudget(connection, config.api_key or "", settings.langsmith_rate_limits)
-        return cls(call=call, budget=budget, route_of=route_of, recorder=recorder, config=config)
+        return cls(call=call or sdk_pool(), budget=budget, route_of=route_of, recorder=recorder, config=config)
 
     @property
     def api_url(self) -> str:
@@ -386,6 +403,14 @@ class LangSmith:
         if self._v2 is None:
             self._v2 = build_v2(self.config, self.budget, self.route_of, self.recorder)
         return self._v2
+
+    async def warm_up(self) -> None:
+        """Build the v2 client and load the resources the job path uses, on the loop, before the
+        first job: the generated client imports them on first access (~0.2 s, bench/workers.py),
+        which would otherwise be paid by the first delivery. No request is sent."""
+        client = self.v2()
+        for resource in ("runs", "evaluators", "annotation_queues"):
+            getattr(client, resource)  # cached properties: the import happens on first access
 
     # --- runs ---------------------------------------------------------------------------
 

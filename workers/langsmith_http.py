@@ -51,13 +51,14 @@ class Budget(Protocol):
 
 
 class Recorder(Protocol):
-    """Where request figures go (workers/metrics.py); routes are templates, never URLs."""
+    """Where request figures go: the module workers/metrics.py in a worker (its functions are
+    these); routes are templates, never URLs."""
 
-    def request(self, service: str, route: str, status: str, seconds: float) -> None: ...
+    def observe_request(self, service: str, route: str, status: str, seconds: float) -> None: ...
 
-    def rate_limited(self, route: str) -> None: ...
+    def count_rate_limited(self, route: str) -> None: ...
 
-    def budget_wait(self, route: str, seconds: float) -> None: ...
+    def observe_budget_wait(self, route: str, seconds: float) -> None: ...
 
 
 RouteOf = Callable[[str, str], str]
@@ -107,17 +108,17 @@ class Attempts:
         waiting is recorded too (0 s), so the histogram's count is every budgeted attempt, per
         route, and the share that waited can be read from its buckets."""
         if self.recorder is not None and self.budget is not None:
-            self.recorder.budget_wait(self.route, seconds)
+            self.recorder.observe_budget_wait(self.route, seconds)
         self.started = time.perf_counter()
 
     def failed(self) -> None:
         if self.recorder is not None:
-            self.recorder.request("langsmith", self.label, "error", time.perf_counter() - self.started)
+            self.recorder.observe_request("langsmith", self.label, "error", time.perf_counter() - self.started)
 
     def answered(self, status: int, retry_after_header: str | None) -> float | None:
         """None: return the answer; else send again after that many seconds."""
         if self.recorder is not None:
-            self.recorder.request("langsmith", self.label, str(status), time.perf_counter() - self.started)
+            self.recorder.observe_request("langsmith", self.label, str(status), time.perf_counter() - self.started)
         retry_after = parse_retry_after(retry_after_header)
         action = _decide(status, retry_after, self.rate_limited, self.retried)
         if action == "return":
@@ -127,7 +128,7 @@ class Attempts:
             return retry_after if retry_after is not None else _backoff(self.retried)
         self.rate_limited += 1
         if self.recorder is not None:
-            self.recorder.rate_limited(self.route)
+            self.recorder.count_rate_limited(self.route)
         if self.budget is None:
             return _backoff(2)
         self.budget.rate_limited(self.route)  # the next acquire waits out the pause

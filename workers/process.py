@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lswh_core.rules import Action
-from workers import dedup, feedback
+from workers import dedup, feedback, metrics
 from workers.actions import destination, done
 from workers.errors import RunError, classify
 from workers.examples import example_metadata
@@ -91,7 +91,7 @@ async def process_slice(runtime: Runtime, runs: list[dict[str, Any]], rule_id: s
             if not task.done():
                 task.cancel()
         await asyncio.gather(*targets.values(), return_exceptions=True)
-        runtime.recorder.slice(time.perf_counter() - started, len(runs))
+        metrics.observe_slice(time.perf_counter() - started, len(runs))
 
 
 _Drafts = tuple[str, list[ExampleDraft], str | None]  # run id, its examples, its split
@@ -125,15 +125,14 @@ class _Slice:
 
     async def run(self, runs: list[dict[str, Any]]) -> tuple[Outcomes, list[dict[str, Any]]]:
         ids = [str(run["id"]) for run in runs]
-        # Redis calls run off the I/O loop, where other slices' requests may be in flight.
-        if self.delivery_id is not None:
+        if self.delivery_id is not None:  # Redis on the loop: workers/runtime.py says why
             pairs = [(a.key, run_id) for run_id in ids for a in self.actions]
-            self.outcomes.update(await asyncio.to_thread(done.read, self.runtime.redis, self.delivery_id, pairs))
+            self.outcomes.update(done.read(self.runtime.redis, self.delivery_id, pairs))
         todo = [run for run in runs if any((a.key, str(run["id"])) not in self.outcomes for a in self.actions)]
         deferred = await self._act(todo) if todo else []
         if self.delivery_id is not None:
-            await asyncio.to_thread(done.record, self.runtime.redis, self.delivery_id, self.fresh,
-                                    ttl_seconds=self.runtime.settings.replay_seconds)
+            done.record(self.runtime.redis, self.delivery_id, self.fresh,
+                        ttl_seconds=self.runtime.settings.replay_seconds)
         later = {str(run["id"]) for run in deferred}
         return ({run_id: worst(self.outcomes.get((a.key, run_id), SKIPPED) for a in self.actions)
                  for run_id in ids if run_id not in later}, deferred)
@@ -257,7 +256,7 @@ class _Slice:
         if not ready:
             return
         examples = [row for run_id, drafts, split in runs for row in kind.rows(target, run_id, drafts, split)]
-        claims = await asyncio.to_thread(self._claim, action, examples) if action.dedup else {}
+        claims = self._claim(action, examples) if action.dedup else {}
         to_write = [e for e in examples if claims.get(e["id"]) is None]
         by_example: Outcomes = dict.fromkeys((e["id"] for e in examples if claims.get(e["id"]) is not None), SKIPPED)
         if to_write:
@@ -268,8 +267,7 @@ class _Slice:
             per_run[example["source_run_id"]].append(outcome)
             if action.dedup and isinstance(outcome, RunError) and not outcome.transient:
                 # Never written: a later run with these inputs must not be skipped for it.
-                await asyncio.to_thread(dedup.release, self.runtime.redis, action.key,
-                                        dedup.content_hash(example["inputs"]), example["id"])
+                dedup.release(self.runtime.redis, action.key, dedup.content_hash(example["inputs"]), example["id"])
         for run_id, outcomes in per_run.items():
             self.settle(action, run_id, worst(outcomes))
 

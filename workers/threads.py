@@ -345,7 +345,7 @@ async def process_threads(runtime: Runtime, refs: Sequence[ThreadRef], rule: Rul
     finished: dict[tuple[str, str], Outcome] = {}
     if delivery_id is not None:
         pairs = [(a.key, key) for key in keys for a in actions]
-        finished.update(await asyncio.to_thread(done.read, runtime.redis, delivery_id, pairs))
+        finished.update(done.read(runtime.redis, delivery_id, pairs))  # on the loop: workers/runtime.py
     todo = [ref for ref in refs if any((a.key, ref.key) not in finished for a in actions)]
     fresh: dict[tuple[str, str], str] = {}
     if todo:
@@ -355,8 +355,7 @@ async def process_threads(runtime: Runtime, refs: Sequence[ThreadRef], rule: Rul
             if not isinstance(outcome, RunError) and outcome != SKIPPED:
                 fresh[pair] = outcome
     if delivery_id is not None:
-        await asyncio.to_thread(done.record, runtime.redis, delivery_id, fresh,
-                                ttl_seconds=runtime.settings.replay_seconds)
+        done.record(runtime.redis, delivery_id, fresh, ttl_seconds=runtime.settings.replay_seconds)
     return {key: worst(finished.get((a.key, key), SKIPPED) for a in actions) for key in keys}
 
 
@@ -452,7 +451,7 @@ async def _append(runtime: Runtime, action: Action, dataset: str, examples: list
     (the longest read of each thread is remembered per action in Redis, LSWH_KEEP_DAYS)."""
     key = contract.thread_turns_key(action.key)
     fields = [e["id"] for e in examples]
-    stored = await asyncio.to_thread(runtime.redis.hmget, key, fields) if fields else []
+    stored = runtime.redis.hmget(key, fields) if fields else []
     outcomes: Outcomes = {}
     lines = []
     for example, have in zip(examples, stored, strict=True):
@@ -466,13 +465,10 @@ async def _append(runtime: Runtime, action: Action, dataset: str, examples: list
         result = await jsonl.write(str(action.directory), dataset, lines)
         outcomes.update((line["id"], result) for line in lines)
         if not isinstance(result, RunError):
-            def remember() -> None:
-                with runtime.redis.pipeline() as pipe:
-                    pipe.hset(key, mapping={line["id"]: int(line["metadata"]["thread_turns"]) for line in lines})
-                    pipe.expire(key, runtime.settings.keep_seconds)
-                    pipe.execute()
-
-            await asyncio.to_thread(remember)
+            with runtime.redis.pipeline() as pipe:
+                pipe.hset(key, mapping={line["id"]: int(line["metadata"]["thread_turns"]) for line in lines})
+                pipe.expire(key, runtime.settings.keep_seconds)
+                pipe.execute()
     return outcomes
 
 
@@ -492,7 +488,7 @@ async def _queue(runtime: Runtime, action: Action, threads: list[tuple[ThreadRef
         error = classify(exc, "finding the annotation queue")
         return {(action.key, ref.key): error for ref, _ in threads}
     key = contract.queue_added_key(target)
-    already = await asyncio.to_thread(runtime.redis.hmget, key, [ref.key for ref, _ in threads])
+    already = runtime.redis.hmget(key, [ref.key for ref, _ in threads])
     out: dict[tuple[str, str], Outcome] = {}
     todo = []
     for (ref, project), seen in zip(threads, already, strict=True):
@@ -510,5 +506,5 @@ async def _queue(runtime: Runtime, action: Action, threads: list[tuple[ThreadRef
             out.update(((action.key, ref.key), result) for ref, _ in batch)
             continue
         out.update(((action.key, ref.key), WRITTEN) for ref, _ in batch)
-        await asyncio.to_thread(annotation_queue.remember, runtime, key, [ref.key for ref, _ in batch])
+        annotation_queue.remember(runtime, key, [ref.key for ref, _ in batch])
     return out

@@ -297,7 +297,9 @@ def main(burst: bool = False) -> int:
         print(f"lswh worker: {problem}", file=sys.stderr)
         return 2
     from workers.metrics import serve
+    from workers.runtime import get_runtime
 
+    get_runtime().warm_up()
     serve(settings.metrics_port)
     connection = sync_redis(settings.redis_url)
     queue = Queue(contract.QUEUE, connection=connection)

@@ -1,4 +1,4 @@
-"""The floor: only the I/O a delivery needs, as fast as asyncio + httpx do it. No queue, no
+"""The floor: only the I/O a delivery needs, as fast as asyncio can do it. No queue, no
 per-run logic, no idempotency checks.
 
     python -m bench.baselines.floor DELIVERY.json DATASET [--concurrency 32] [--transport httpx|aiohttp]
@@ -7,8 +7,8 @@ The same S3 GETs as the pipeline (every run's inputs at once with the feedback l
 the outputs of runs without a correction) at a fixed concurrency, the feedback listing in
 chunks of 100 run ids in parallel, and the examples written by the SDK's `create_examples`
 in batches of 200 in parallel. The S3 GETs go through httpx's own pool (`--transport httpx`)
-or through the worker's `workers.transport.AiohttpTransport` (`--transport aiohttp`), the same
-httpx API either way. Env: LANGSMITH_ENDPOINT, LANGSMITH_API_KEY. Prints one JSON
+or through the worker's own fetcher, `workers.s3.ObjectStore` on aiohttp (`--transport aiohttp`).
+Env: LANGSMITH_ENDPOINT, LANGSMITH_API_KEY. Prints one JSON
 line with the time from the first request to the last example (client and dataset setup
 not counted).
 """
@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 from langsmith import Client
 
-from workers.transport import AiohttpTransport
+from workers.s3 import ObjectStore
 
 FEEDBACK_CHUNK = 100
 WRITE_BATCH = 200
@@ -36,14 +36,16 @@ async def run(path: str, dataset: str, concurrency: int, transport: str = "httpx
     dataset_id = (await asyncio.to_thread(client.create_dataset, dataset)).id
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     semaphore = asyncio.Semaphore(concurrency)
-    # aiohttp: the worker's own S3 transport (the same httpx API on aiohttp's pool), so the floor
-    # pays the same per-request cost as ours; httpx: httpx's own pool (the issue's reference).
-    # The stand-in serves the objects on loopback, which the transport refuses unless named exactly.
-    pool = AiohttpTransport(max_connections=concurrency, exact_hosts=["127.0.0.1"]) if transport == "aiohttp" else None
-    async with httpx.AsyncClient(limits=limits, timeout=30, transport=pool) as http:
+    # aiohttp: the worker's own fetcher, so the floor pays the same per-request cost as ours;
+    # httpx: httpx's own pool (the issue's reference). The stand-in serves the objects on
+    # loopback, which the worker's fetcher refuses unless named exactly.
+    store = ObjectStore(max_connections=concurrency, exact_hosts=["127.0.0.1"]) if transport == "aiohttp" else None
+    async with httpx.AsyncClient(limits=limits, timeout=30) as http:
 
         async def get(url: str) -> Any:
             async with semaphore:
+                if store is not None:
+                    return (await store.fetch_json(url, "object"))[0]
                 response = await http.get(url)
             return response.json()
 
@@ -69,6 +71,8 @@ async def run(path: str, dataset: str, concurrency: int, transport: str = "httpx
                                                  examples=examples[i:i + WRITE_BATCH])
                                for i in range(0, len(examples), WRITE_BATCH)))
         elapsed = time.perf_counter() - start
+    if store is not None:
+        await store.close()
     return {"runs": len(runs), "seconds": elapsed, "concurrency": concurrency, "cpu_s": time.process_time() - cpu,
             "s3_gets": len(inputs) + len(outputs), "transport": transport}
 
@@ -79,7 +83,7 @@ def main() -> None:
     parser.add_argument("dataset")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--transport", choices=("httpx", "aiohttp"), default="httpx",
-                        help="aiohttp: workers.transport.AiohttpTransport (the worker's) behind the same httpx API")
+                        help="aiohttp: workers.s3.ObjectStore, the worker's own fetcher")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="asyncio",
                         help="asyncio by default: the worker's I/O loop is asyncio's own")
     args = parser.parse_args()

@@ -53,7 +53,7 @@ def worker_runtime(redis_server: RedisServer, standin: StandIn, monkeypatch: pyt
     try:
         yield runtime
     finally:
-        runtime.run(runtime.http.aclose())
+        runtime.run(runtime.objects.close())
         runtime.run(runtime.langsmith.v2().close())
 
 

@@ -14,7 +14,6 @@ before the add would lose the run when a worker dies between the claim and the a
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -80,8 +79,7 @@ class AnnotationQueue(AnnotationQueueKind, Destination):
             return {str(run["id"]): error for run in runs}
 
         key = contract.queue_added_key(queue)
-        # Redis off the I/O loop, where the slice's other requests are in flight.
-        already = await asyncio.to_thread(runtime.redis.hmget, key, [str(run["id"]) for run in runs])
+        already = runtime.redis.hmget(key, [str(run["id"]) for run in runs])
         outcomes: Outcomes = {str(run["id"]): UNCHANGED for run, seen in zip(runs, already, strict=True) if seen}
         todo = [run for run in runs if str(run["id"]) not in outcomes]
 
@@ -95,7 +93,7 @@ class AnnotationQueue(AnnotationQueueKind, Destination):
                     outcomes.update((str(run["id"]), result) for run in batch)
                     continue
                 outcomes.update((str(run["id"]), WRITTEN) for run in batch)
-                await asyncio.to_thread(remember, runtime, key, [str(run["id"]) for run in batch])
+                remember(runtime, key, [str(run["id"]) for run in batch])
         return outcomes
 
 

@@ -1,4 +1,4 @@
-"""The presigned-URL client (httpx over aiohttp) against a real HTTP server."""
+"""The presigned-object fetcher (workers/s3.py ObjectStore, aiohttp) against real HTTP servers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
@@ -18,8 +17,7 @@ from tests.support.faults import RecordingServer
 from tests.support.procs import RedisServer
 from tests.support.stack import Pipeline, StandIn, delivery, fresh_run
 from workers.errors import RunError
-from workers.s3 import ObjectUnusable, fetch_json
-from workers.transport import AiohttpTransport, PublicOnlyResolver
+from workers.s3 import ObjectStore, ObjectUnusable, PublicOnlyResolver
 
 SIGNED_PATH = "/runs/a%2Bb%20c%3D/inputs.json?X-Amz-Credential=AKIA%2F20240405%2Fus-west-2&X-Amz-Signature=ab%2Bc"
 
@@ -31,14 +29,20 @@ def server() -> Iterator[RecordingServer]:
     recording.stop()
 
 
-def fetch(url: str) -> object:
+def fetch_via(url: str, exact: tuple[str, ...] = ()) -> object:
     async def go() -> object:
-        # Listed exactly, as a test object store on loopback must be (LSWH_S3_ALLOWED_HOSTS).
-        transport = AiohttpTransport(max_connections=4, exact_hosts=("127.0.0.1",))
-        async with httpx.AsyncClient(transport=transport) as client:
-            return (await fetch_json(client, url, "inputs"))[0]
+        store = ObjectStore(max_connections=2, exact_hosts=exact)
+        try:
+            return (await store.fetch_json(url, "inputs"))[0]
+        finally:
+            await store.close()
 
     return asyncio.run(go())
+
+
+def fetch(url: str) -> object:
+    # Listed exactly, as a test object store on loopback must be (LSWH_S3_ALLOWED_HOSTS).
+    return fetch_via(url, exact=("127.0.0.1",))
 
 
 def test_presigned_url_is_sent_byte_for_byte(server: RecordingServer) -> None:
@@ -93,16 +97,12 @@ def test_exactly_listed_host_may_resolve_inward() -> None:
 
 
 def test_localhost_by_name_is_fetched_only_when_listed_exactly(server: RecordingServer) -> None:
-    async def go(exact: tuple[str, ...]) -> object:
-        transport = AiohttpTransport(max_connections=2, exact_hosts=exact)
-        async with httpx.AsyncClient(transport=transport) as client:
-            return (await fetch_json(client, f"http://localhost:{server.port}/named", "inputs"))[0]
-
+    url = f"http://localhost:{server.port}/named"
     hits = len(server.hits)
     with pytest.raises(ObjectUnusable):
-        asyncio.run(go(()))
+        fetch_via(url)
     assert len(server.hits) == hits
-    assert asyncio.run(go(("localhost",))) == {"from": "test-server"}
+    assert fetch_via(url, exact=("localhost",)) == {"from": "test-server"}
 
 
 # --- what a failure means, with the real transport ----------------------------------------------
@@ -121,14 +121,6 @@ def inward_name() -> str:
         if addresses and not any(ipaddress.ip_address(str(a)).is_global for a in addresses):
             return name
     pytest.skip("no host name here resolves to an internal address")
-
-
-def fetch_via(url: str, exact: tuple[str, ...] = ()) -> object:
-    async def go() -> object:
-        async with httpx.AsyncClient(transport=AiohttpTransport(max_connections=2, exact_hosts=exact)) as client:
-            return (await fetch_json(client, url, "inputs"))[0]
-
-    return asyncio.run(go())
 
 
 @pytest.mark.parametrize("host", ["127.1", "2130706433", "0x7f.0.0.1", "[::ffff:127.0.0.1]"])

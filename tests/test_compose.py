@@ -205,7 +205,14 @@ class Stack:
             counts = self.examples_per_run()
             return counts if wanted <= set(counts) else None
 
-        self.wait(landed, timeout, what, interval=2)
+        try:
+            self.wait(landed, timeout, what, interval=2)
+        except AssertionError as exc:  # say which runs are missing, and what Redis said meanwhile
+            counts = self.examples_per_run()
+            missing = sorted(wanted - set(counts))
+            redis_log = self.dc("logs", "--tail", "40", "redis", check=False).stdout[-4000:]
+            raise AssertionError(f"{len(missing)} of {len(wanted)} runs never landed (e.g. {missing[:3]}); "
+                                 f"{len(counts)} runs landed in all\nredis:\n{redis_log}\n{exc}") from None
         self.wait(self.idle, 240, "the queue and its registries to empty", interval=2)
         return {rid: n for rid, n in self.examples_per_run().items() if rid in wanted}
 

@@ -1,4 +1,4 @@
-"""N worker processes share one LangSmith rate budget (workers/budget.py) and together stay under
+"""N worker processes share one LangSmith rate budget (workers/langsmith/budget.py) and together stay under
 the limit: every process draws as fast as it can, and the table shows the grants per window.
 
     python -m bench.budget [--quick] [--processes 4] [--limit 15/10s] [--windows 3]
@@ -21,7 +21,7 @@ import redis
 
 from lswh_core.ratelimits import parse_limits
 from tests.support.procs import Proc, RedisServer, python_module, wait_until
-from workers.budget import SAFETY_MARGIN_SECONDS
+from workers.langsmith.budget import SAFETY_MARGIN_SECONDS
 
 ROUTE = "run_query"
 

@@ -73,7 +73,7 @@ def ours(standin: Standin, redis_url: str, runs: list[dict[str, Any]]) -> dict[s
         wait_http(f"http://127.0.0.1:{port}/healthz", ingress, timeout=30)
         import redis
 
-        from workers import accounting
+        from workers.bookkeeping import accounting
 
         connection = redis.Redis.from_url(redis_url)
         before = standin.counts()

@@ -25,7 +25,7 @@ import redis
 from bench.servers import ROOT, SECRET
 from tests.support.procs import Proc, RedisServer, free_port, lswh, wait_http, wait_until
 from tests.support.stack import delivery, fresh_run
-from workers import accounting
+from workers.bookkeeping import accounting
 
 
 def vm(pid: int, field: str) -> float:

@@ -36,7 +36,7 @@ from workers.runtime import S3_CONCURRENCY
 
 API_KEY = "lsv2-standin-key"
 DATASET = "bench-examples"
-TRANSPORTS = ("httpx", "aiohttp")  # the floor's S3 client: httpx's own pool; the worker's (workers.s3, aiohttp)
+TRANSPORTS = ("httpx", "aiohttp")  # the floor's S3 client: httpx's own pool; the worker's (workers.fetch.s3, aiohttp)
 TEXT = "The quick brown fox jumps over the lazy dog. " * 10  # ~450 bytes per field
 
 
@@ -364,7 +364,7 @@ def table(s: Settings, docs: Measure, floors: dict[str, Measure], ours: Measure,
                                                       f"{ours_rps:.1f}"])
     row("seconds, POST (or start) to last example, each round", [each(docs), each(floor), each(aio), each(ours)])
     # The target is judged against the floor on the same I/O stack as ours (the worker's S3 GETs
-    # go through workers.s3.ObjectStore on aiohttp); the httpx floor is the reference.
+    # go through workers.fetch.s3.ObjectStore on aiohttp); the httpx floor is the reference.
     row("ours / floor (aiohttp), the target's floor", ["", "", "", f"{ours_rps / aio_rps:.2f}x"], ">= 0.9x",
         _yes(ours_rps / aio_rps >= 0.9))
     row("ours / floor (aiohttp), each round (same moment, so least touched by the machine's load)",

@@ -1,5 +1,5 @@
 """`lswh backfill`: the runs a rule matched in a window, read through the API and fed through the
-delivery job path (workers/synthetic.py), so runs already written stay unchanged and nothing is
+delivery job path (workers/flow/synthetic.py), so runs already written stay unchanged and nothing is
 written twice. Runs are listed with their inputs and outputs, a page of up to 1,000 at a time, and
 each page is enqueued as soon as it is read, its data inline: the job path reads no run again
 (only feedback, for corrections, and the examples already written). It needs workers running
@@ -74,7 +74,8 @@ def run(rule_id: str, start: dt.datetime, end: dt.datetime, *, dry_run: bool = F
         out: IO[str] | None = None, err: IO[str] | None = None) -> int:
     from tqdm import tqdm
 
-    from workers import accounting, synthetic
+    from workers.bookkeeping import accounting
+    from workers.flow import synthetic
     from workers.runtime import Runtime
 
     out, err = out or sys.stdout, err or sys.stderr

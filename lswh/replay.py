@@ -30,7 +30,7 @@ class Replayed:
 
 
 def replay(redis: redis_py.Redis, settings: Settings, delivery_ids: Iterable[str]) -> list[Replayed]:
-    from workers.synthetic import enqueue_job
+    from workers.flow.synthetic import enqueue_job
 
     results = []
     for delivery_id in delivery_ids:
@@ -53,6 +53,6 @@ def replay(redis: redis_py.Redis, settings: Settings, delivery_ids: Iterable[str
 
 
 def rule_deliveries(redis: redis_py.Redis, rule_id: str, since_seconds: float) -> list[str]:
-    from workers.received import deliveries_since
+    from workers.bookkeeping.received import deliveries_since
 
     return deliveries_since(redis, rule_id, time.time() - since_seconds)

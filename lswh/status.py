@@ -25,7 +25,7 @@ from ingress.metrics import QueueState, read_queue
 from lswh_core import contract
 from lswh_core.masks import mask, pattern
 from lswh_core.redis import async_redis
-from workers.accounting import Account, read_account
+from workers.bookkeeping.accounting import Account, read_account
 
 # A registry this large is a backlog to fix, not to list: reading every reason costs a round trip.
 MAX_FAILED_READ = 10_000

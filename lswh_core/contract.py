@@ -80,7 +80,7 @@ RECONCILE_LAST_SUCCESS_KEY = f"{KEY_PREFIX}reconcile:last_success"
 
 
 # What reconciliation compares with: run ids received per rule, rules seen, deliveries per rule
-# (`lswh replay --rule`); written by the job path, kept LSWH_KEEP_DAYS (workers/received.py).
+# (`lswh replay --rule`); written by the job path, kept LSWH_KEEP_DAYS (workers/bookkeeping/received.py).
 RULES_SEEN_KEY = f"{KEY_PREFIX}rules-seen"
 # End of the last reconciliation window and when that pass started (the next pass's feedback bound).
 RECONCILE_WINDOW_END_KEY = f"{KEY_PREFIX}reconcile:window_end"

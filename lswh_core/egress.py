@@ -14,7 +14,7 @@ when LSWH_S3_PROXY=env, the presigned-object fetches follow the same rules, whic
 httpx(2) ignores the environment's proxies whenever a transport is passed to its client
 (`allow_env_proxies = trust_env and transport is None`, httpx2/_client.py), and the v2 client's
 transport is the budgeted one: so the policy's answer is handed to that transport explicitly
-(workers/langsmith_clients.py) instead of relying on `trust_env`.
+(workers/langsmith/clients.py) instead of relying on `trust_env`.
 
 A proxy URL may carry credentials (`http://user:pass@proxy:3128`): `describe` is the only form
 of it that is ever logged.

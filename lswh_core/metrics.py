@@ -1,7 +1,7 @@
 """Every metric the pipeline exports: name, kind, labels and help, defined once.
 
 Plain data, no prometheus-client import: the ingress and the workers each build their own
-registry from these specs (ingress/metrics.py, workers/metrics.py), and the tests check the
+registry from these specs (ingress/metrics.py, workers/bookkeeping/metrics.py), and the tests check the
 shipped dashboard and alert rules against the same names.
 
 Labels carry bounded values only (outcomes, reason classes, route templates, rule ids): never
@@ -60,7 +60,7 @@ RECONCILE_LAST_SUCCESS = Metric("lswh_reconcile_last_success_timestamp_seconds",
                                 "Unix time the last reconciliation pass finished (absent until one has).")
 REDIS_UP = Metric("lswh_redis_up", "gauge", "1 if the ingress could read queue figures from Redis at this scrape.")
 
-# Each worker process (workers/metrics.py), on its own port.
+# Each worker process (workers/bookkeeping/metrics.py), on its own port.
 RUNS = Metric("lswh_runs_total", "counter",
               "Runs processed, by outcome; failed runs by reason class (empty for the others).",
               ("outcome", "reason_class"))

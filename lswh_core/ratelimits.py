@@ -58,7 +58,7 @@ ROUTES = (RUN_READ, RUN_QUERY, V2_RUN_READ, V2_RUN_QUERY, RUNS_PATCH, EXAMPLES_G
 # An older name in LSWH_LANGSMITH_RATE_LIMITS also sets the v2 route, unless that is named too.
 ALSO_SETS = MappingProxyType({RUN_QUERY: V2_RUN_QUERY, RUN_READ: V2_RUN_READ})
 
-# A budget is a log of one entry per request in its window (workers/budget.py), so a limit this
+# A budget is a log of one entry per request in its window (workers/langsmith/budget.py), so a limit this
 # large would hold up to this many entries per route in Redis (about 100 bytes each).
 MAX_REQUESTS = 100_000
 MAX_WINDOW_SECONDS = 86_400.0

@@ -197,7 +197,7 @@ class Settings:
     # Seconds between reconciliation passes (None = off) and how far behind now a pass's window ends.
     reconcile_every: float | None = None
     reconcile_grace: float = 600.0
-    # LANGSMITH_WORKSPACE_ID: sent as X-Tenant-Id by every LangSmith client (workers/langsmith_clients.py).
+    # LANGSMITH_WORKSPACE_ID: sent as X-Tenant-Id by every LangSmith client (workers/langsmith/clients.py).
     langsmith_workspace_id: str | None = None
     # Presigned object fetches: "off" = direct (the SSRF checks see the address connected to),
     # "env" = through the proxy lswh_core/egress.py picks (docs/langsmith.md: Accounts, workspaces and proxies).

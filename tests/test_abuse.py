@@ -464,7 +464,7 @@ def test_user_info_on_an_allowed_host_is_not_fetched_either(fetcher: Pipeline, s
 def test_object_over_the_size_cap_is_cut_off_and_fails_the_run(
     fetcher: Pipeline, standin: StandIn, listed: RecordingServer
 ) -> None:
-    from workers.s3 import MAX_OBJECT_BYTES
+    from workers.fetch.s3 import MAX_OBJECT_BYTES
 
     endless = with_inputs_url(standin, f"{listed.url}/endless")
     fine = fresh_run(inputs={"q": 1}, outputs={"a": 1})
@@ -479,7 +479,7 @@ def test_object_over_the_size_cap_is_cut_off_and_fails_the_run(
 
 
 def test_object_declaring_a_size_over_the_cap_is_not_read(fetcher: Pipeline, standin: StandIn) -> None:
-    from workers.s3 import MAX_OBJECT_BYTES
+    from workers.fetch.s3 import MAX_OBJECT_BYTES
 
     key = f"big/{uuid.uuid4()}.json"
     url = standin.put_object({"from": "s3"}, key=key, size_bytes=MAX_OBJECT_BYTES + 1)

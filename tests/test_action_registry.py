@@ -108,7 +108,7 @@ def test_a_failed_builtin_is_retried_alone_and_the_kind_is_not_written_again(sta
 
 def test_a_thread_rule_fails_a_kind_that_does_not_take_threads_and_writes_the_builtin(
         stack: Pipeline, standin: StandIn) -> None:
-    """The thread path (workers/threads.py) builds its items itself and knows the built-ins alone:
+    """The thread path (workers/flow/threads.py) builds its items itself and knows the built-ins alone:
     a kind of one's own there fails the thread, plainly, instead of being written wrongly."""
     stack.wait_idle()
     before = stack.redis.llen(ECHO_LIST)
@@ -189,8 +189,8 @@ def test_an_action_module_that_does_not_import_names_its_line(tmp_path: Path) ->
 
 
 def test_the_slice_processor_names_no_action_kind() -> None:
-    """Dispatch goes through the registry: process.py neither branches on a kind nor imports one."""
-    source = (ROOT / "workers" / "process.py").read_text()
+    """Dispatch goes through the registry: the slice processor neither branches on a kind nor imports one."""
+    source = (ROOT / "workers" / "flow" / "slices.py").read_text()
     assert ".kind" not in source
     for name in ("dataset", "annotation_queue", "jsonl"):
         assert f"workers.actions.{name}" not in source and f'"{name}"' not in source

@@ -5,7 +5,7 @@ from __future__ import annotations
 from workers.actions.annotation_queue import queue_item
 from workers.actions.dataset import examples, nth_example_id
 from workers.actions.jsonl import jsonl_examples
-from workers.examples import example_id
+from workers.build.examples import example_id
 
 RUN = "6c1b9f4e-3c1d-4a2b-9e8f-0a1b2c3d4e5f"
 

@@ -14,7 +14,7 @@ from tests.support.faults import failed_run_job
 from tests.support.procs import RedisServer, wait_until
 from tests.support.stack import Pipeline, StandIn, delivery, fresh_run
 from workers.actions.annotation_queue import queue_item
-from workers.langsmith import queue_items_missing
+from workers.langsmith.door import queue_items_missing
 
 DB = 47  # this module's Redis database (see `grep -rn "db=" tests`)
 RULE = str(uuid.uuid4())

@@ -23,7 +23,7 @@ from lswh.backfill import BackfillRefused, Tally, check_rule
 from tests.support.commands import run_lswh
 from tests.support.procs import ROOT, RedisServer
 from tests.support.stack import Pipeline, StandIn, delivery, fresh_key, fresh_run
-from workers.langsmith import RuleInfo
+from workers.langsmith.door import RuleInfo
 
 
 def rule(**fields: Any) -> RuleInfo:
@@ -107,7 +107,7 @@ def test_backfill_reads_each_run_once_and_the_job_path_takes_it_from_the_listing
     """Two listing pages (1,000 + 10 runs, inputs and outputs with them) are all the run reads a
     backfill makes: the synthetic deliveries carry the data and the workers read no run again;
     corrections are still joined from feedback."""
-    from workers.langsmith import MATCH_PAGE
+    from workers.langsmith.door import MATCH_PAGE
 
     project, runs = project_with_runs(standin, MATCH_PAGE + 10)
     corrected = runs[::5]
@@ -132,7 +132,7 @@ def test_backfill_reads_each_run_once_and_the_job_path_takes_it_from_the_listing
 
 
 def test_listing_pages_with_data_are_sized_by_bytes() -> None:
-    from workers.langsmith import DATA_PAGE_BYTES, MATCH_PAGE, next_data_page
+    from workers.langsmith.door import DATA_PAGE_BYTES, MATCH_PAGE, next_data_page
 
     assert next_data_page(100 * 500, 100) == MATCH_PAGE  # small runs: the query's maximum
     assert next_data_page(100 * 256 * 1024, 100) == DATA_PAGE_BYTES // (256 * 1024)
@@ -143,7 +143,7 @@ def test_listing_pages_with_data_are_sized_by_bytes() -> None:
 def test_large_runs_are_listed_in_pages_that_fit_the_byte_bound(stack: Pipeline, standin: StandIn) -> None:
     """300 runs of 200 KB: a first page of 100 (20 MB), then pages of DATA_PAGE_BYTES / 200 KB;
     pages of 1,000 would have read them in 2 requests, 60 MB in the second."""
-    from workers.langsmith import DATA_PAGE_BYTES, FIRST_DATA_PAGE
+    from workers.langsmith.door import DATA_PAGE_BYTES, FIRST_DATA_PAGE
 
     project = str(uuid.uuid4())
     start = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).isoformat()
@@ -165,7 +165,7 @@ def test_large_runs_are_listed_in_pages_that_fit_the_byte_bound(stack: Pipeline,
 
 
 def test_dry_run_only_counts_following_the_cursor_past_one_page(stack: Pipeline, standin: StandIn) -> None:
-    from workers.langsmith import MATCH_PAGE
+    from workers.langsmith.door import MATCH_PAGE
 
     project, runs = project_with_runs(standin, MATCH_PAGE + 50)
     [rule_id] = standin.add_rules([{"project_id": project}])

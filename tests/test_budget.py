@@ -1,4 +1,4 @@
-"""The shared LangSmith rate budget (workers/budget.py) against a real Redis server, drawn from by
+"""The shared LangSmith rate budget (workers/langsmith/budget.py) against a real Redis server, drawn from by
 separate OS processes as workers on several hosts would."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from tests.support.procs import Proc, RedisServer, python_module, wait_until
-from workers.budget import Grant, Limit, RateBudget, budget_keys, key_hash
+from workers.langsmith.budget import Grant, Limit, RateBudget, budget_keys, key_hash
 
 # Short windows keep the tests quick; the property under test does not depend on their length.
 WINDOW = 0.5
@@ -136,14 +136,14 @@ def test_a_pause_is_logged_once_however_many_429s_and_processes_report_it(
                       on_pause=lambda route, seconds: pauses.append((route, seconds)))
     other = drawer(redis_server, api_key, "other=10/5s", start_key, "limited:other", "limited:other")
     start_together(connection, start_key, [other])
-    with caplog.at_level(logging.WARNING, logger="workers.budget"):
+    with caplog.at_level(logging.WARNING, logger="workers.langsmith.budget"):
         for _ in range(3):
             here.rate_limited("other")
         [output] = finish([other])
 
     paused_there = sum(1 for line in output if line.get("paused_here"))
     assert len(pauses) + paused_there == 1
-    assert len([r for r in caplog.records if r.name == "workers.budget"]) == len(pauses)
+    assert len([r for r in caplog.records if r.name == "workers.langsmith.budget"]) == len(pauses)
     if pauses:
         assert pauses == [("other", 5.0 + MARGIN)]
         assert api_key not in caplog.text

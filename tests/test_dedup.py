@@ -9,7 +9,7 @@ import pytest
 
 from lswh_core.redis import sync_redis
 from tests.support.procs import RedisServer
-from workers.dedup import claim_many, content_hash, dedup_key, release
+from workers.build.dedup import claim_many, content_hash, dedup_key, release
 
 DAY = 86_400
 
@@ -86,7 +86,7 @@ def test_a_slice_of_runs_is_claimed_in_one_round_trip_the_first_of_equal_inputs_
 CLAIMER = """
 import sys
 from lswh_core.redis import sync_redis
-from workers.dedup import claim_many, content_hash
+from workers.build.dedup import claim_many, content_hash
 url, run_prefix = sys.argv[1], sys.argv[2]
 conn = sync_redis(url)
 for i in range(300):

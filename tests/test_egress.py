@@ -11,7 +11,7 @@ import requests.utils
 from lswh_core import egress
 from lswh_core.errors import SettingsError
 from lswh_core.settings import Settings
-from workers.langsmith_clients import ClientConfig
+from workers.langsmith.clients import ClientConfig
 
 PROXY = "http://corp-user:pw-123@proxy.corp.example:3128"
 OTHER = "http://other-proxy.corp.example:8080"

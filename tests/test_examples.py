@@ -1,7 +1,7 @@
 import uuid
 
 from workers.actions.dataset import examples
-from workers.examples import differs, example_id, example_metadata
+from workers.build.examples import differs, example_id, example_metadata
 
 
 def test_example_id_is_deterministic_per_dataset_and_run() -> None:

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.support.stack import StandIn
-from workers.feedback import correction_outputs, latest_scores
+from workers.build.feedback import correction_outputs, latest_scores
 from workers.runtime import Runtime
 
 T0 = dt.datetime(2024, 4, 5, 1, 0, tzinfo=dt.UTC)

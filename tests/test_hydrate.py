@@ -1,5 +1,5 @@
 """Hydration: an inline value is used when present, a presigned URL only when well formed, and a
-field only the API has fails when the API has nothing (workers/hydrate.py's pure parts, called
+field only the API has fails when the API has nothing (workers/fetch/hydrate.py's pure parts, called
 directly); and the order inline -> presigned object -> API, seen in the example a slice writes
 on a worker runtime against the stand-in's API and object store."""
 
@@ -7,11 +7,11 @@ import httpx
 
 from tests.support.faults import injected
 from tests.support.stack import StandIn, fresh_run, s3_object, s3_urls
+from workers.actions.dataset_writer import WRITTEN
 from workers.errors import RunError
-from workers.hydrate import Hydrated, inline, presigned_url, settle_from_api
-from workers.process import process_slice
+from workers.fetch.hydrate import Hydrated, inline, presigned_url, settle_from_api
+from workers.flow.slices import process_slice
 from workers.runtime import Runtime
-from workers.writer import WRITTEN
 
 URL = "https://s3.example/obj?X-Amz-Signature=abc"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from workers.examples import merged_metadata
-from workers.langsmith import QueryBackend, RunRef, plan_reads, selects, start_window
-from workers.langsmith_clients import openapi_base_url
-from workers.langsmith_http import MAX_RATE_LIMITED, MAX_SLEPT_RETRY_AFTER, STATUS_RETRIES, _decide
+from workers.build.examples import merged_metadata
+from workers.langsmith.clients import openapi_base_url
+from workers.langsmith.door import QueryBackend, RunRef, plan_reads, selects, start_window
+from workers.langsmith.transport import MAX_RATE_LIMITED, MAX_SLEPT_RETRY_AFTER, STATUS_RETRIES, _decide
 
 P1, P2 = "6a3be6a2-9a8c-4fc8-b4c6-a8983b286cc5", "11111111-2222-3333-4444-555555555555"
 T = "2024-04-05T01:28:54.734491+00:00"
@@ -85,7 +85,7 @@ def test_a_short_retry_after_on_a_429_is_slept_not_a_whole_window() -> None:
 
 
 def test_metric_routes_hide_ids_so_labels_stay_few() -> None:
-    from workers.langsmith_http import route_label
+    from workers.langsmith.transport import route_label
 
     assert route_label("PATCH", "/v1/platform/datasets/6a3be6a2-9a8c-4fc8-b4c6-a8983b286cc5/examples") == \
         "PATCH /v1/platform/datasets/{id}/examples"

@@ -15,10 +15,10 @@ import pytest
 from lswh_core.egress import Route
 from tests.support.procs import RedisServer, free_port, lswh, wait_until
 from tests.support.stack import Pipeline, StandIn, delivery, fresh_key, fresh_run
-from workers.budget import route_of
 from workers.errors import InfoUnknown
-from workers.langsmith import LangSmith, QueryBackend
-from workers.langsmith_clients import ClientConfig
+from workers.langsmith.budget import route_of
+from workers.langsmith.clients import ClientConfig
+from workers.langsmith.door import LangSmith, QueryBackend
 
 WAITING = "waiting for LangSmith /info — takes no jobs"
 V1_QUERY, V2_QUERY = "POST /runs/query", "POST /api/v2/runs/query"

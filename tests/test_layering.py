@@ -38,5 +38,5 @@ def test_no_import_runs_back_up() -> None:
 
 def test_the_check_sees_an_import_inside_a_function(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
-    module.write_text("def f():\n    from workers.accounting import read\n    import ingress.app\n")
+    module.write_text("def f():\n    from workers.bookkeeping.accounting import read\n    import ingress.app\n")
     assert imported_packages(module) == {"workers", "ingress"}

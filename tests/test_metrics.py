@@ -146,7 +146,7 @@ def test_worker_serves_its_own_metrics_and_is_counted_live(idle: Pipeline) -> No
 
 
 def test_recording_functions_count_with_bounded_labels() -> None:
-    from workers import metrics as wm
+    from workers.bookkeeping import metrics as wm
 
     def now() -> Samples:
         return parse(generate_latest(wm.REGISTRY).decode())
@@ -195,7 +195,7 @@ def test_a_bad_metrics_port_stops_start_up_naming_the_variable(raw: str) -> None
 def test_a_worker_whose_metrics_port_is_taken_warns_and_runs_on() -> None:
     import socket
 
-    from workers.metrics import serve
+    from workers.bookkeeping.metrics import serve
 
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))

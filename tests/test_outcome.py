@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from workers.errors import RunError
-from workers.outcome import worst
+from workers.flow.outcome import worst
 
 
 def test_a_run_every_action_skips_is_skipped() -> None:

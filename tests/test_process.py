@@ -1,4 +1,4 @@
-"""workers/process.py's process_slice called directly on a worker runtime (real Redis, the real SDK
+"""workers/flow/slices.py's process_slice called directly on a worker runtime (real Redis, the real SDK
 talking HTTP to the LangSmith stand-in, its object store): an outcome per run, the runs past the
 slice's byte bound handed back, the (action, run) pairs done recorded and not done again."""
 
@@ -16,10 +16,10 @@ from lswh_core import contract
 from tests.support.faults import injected
 from tests.support.procs import RedisServer
 from tests.support.stack import StandIn, fresh_run, worker_runtime
+from workers.actions.dataset_writer import UPDATED, WRITTEN, resolve_dataset
 from workers.errors import RunError
-from workers.process import SLICE_BYTES, process_slice
+from workers.flow.slices import SLICE_BYTES, process_slice
 from workers.runtime import Runtime
-from workers.writer import UPDATED, WRITTEN, resolve_dataset
 
 MIB = 1024 * 1024
 

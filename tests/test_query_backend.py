@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from langsmith._internal._v2_migration_utils import get_query_backend
 
-from workers.langsmith import QueryBackend
+from workers.langsmith.door import QueryBackend
 
 FLAGS: list[dict[str, Any] | None] = [
     None,

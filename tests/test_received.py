@@ -10,7 +10,7 @@ import redis
 
 from lswh_core import contract
 from tests.support.procs import RedisServer
-from workers import received
+from workers.bookkeeping import received
 
 KEEP = 3_600
 

@@ -19,7 +19,7 @@ from lswh_core import contract
 from tests.support.faults import wait_for
 from tests.support.procs import RedisServer, free_port
 from tests.support.stack import Pipeline, StandIn, delivery, fresh_key, fresh_run
-from workers.langsmith import RuleInfo, points_at, rule_info
+from workers.langsmith.door import RuleInfo, points_at, rule_info
 from workers.reconcile import ANY_FEEDBACK, feedback_filter, oldest_queued, pass_window, period_index, pick_rules
 
 EVERY, GRACE = 3, 1
@@ -239,7 +239,7 @@ def skipping(redis_server: RedisServer, standin: StandIn) -> Iterator[Stack]:
 
 
 def test_a_run_skipped_on_purpose_is_never_counted_lost(skipping: Stack, standin: StandIn) -> None:
-    from workers import accounting
+    from workers.bookkeeping import accounting
 
     pipeline, project = skipping.pipeline, str(uuid.uuid4())
     hook = {"url": f"{SKIPPING_URL}/webhooks/langsmith"}

@@ -16,7 +16,7 @@ from tests.support.commands import run_lswh
 from tests.support.faults import wait_for
 from tests.support.procs import RedisServer
 from tests.support.stack import Pipeline, StandIn, delivery, fresh_key, fresh_run
-from workers import accounting
+from workers.bookkeeping import accounting
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ from tests.support.faults import injected
 from tests.support.procs import ROOT, RedisServer, wait_until
 from tests.support.stack import Pipeline, StandIn, delivery, fresh_run
 from workers.actions.jsonl import read_jsonl
-from workers.examples import example_id
-from workers.splits import assign_split
+from workers.build.examples import example_id
+from workers.build.splits import assign_split
 
 RULES_DOC = ROOT / "docs" / "rules.md"
 FIXTURES = Path(__file__).parent / "fixtures" / "langchain_messages"

@@ -2,7 +2,7 @@ import pytest
 
 from lswh_core.allowlist import parse_rules
 from lswh_core.settings import DEFAULT_S3_ALLOWED_HOSTS
-from workers.s3 import allowed
+from workers.fetch.s3 import allowed
 
 DEFAULTS = parse_rules(DEFAULT_S3_ALLOWED_HOSTS)
 

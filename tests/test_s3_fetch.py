@@ -1,4 +1,4 @@
-"""The presigned-object fetcher (workers/s3.py ObjectStore, aiohttp) against real HTTP servers."""
+"""The presigned-object fetcher (workers/fetch/s3.py ObjectStore, aiohttp) against real HTTP servers."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tests.support.faults import RecordingServer
 from tests.support.procs import RedisServer
 from tests.support.stack import Pipeline, StandIn, delivery, fresh_run
 from workers.errors import RunError
-from workers.s3 import ObjectStore, ObjectUnusable, PublicOnlyResolver
+from workers.fetch.s3 import ObjectStore, ObjectUnusable, PublicOnlyResolver
 
 SIGNED_PATH = "/runs/a%2Bb%20c%3D/inputs.json?X-Amz-Credential=AKIA%2F20240405%2Fus-west-2&X-Amz-Signature=ab%2Bc"
 

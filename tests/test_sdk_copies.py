@@ -9,7 +9,7 @@ import uuid
 import pytest
 from langsmith.client import _get_openapi_base_url
 
-from workers.langsmith_clients import openapi_base_url
+from workers.langsmith.clients import openapi_base_url
 
 API_URLS = [
     "https://api.smith.langchain.com",
@@ -66,12 +66,12 @@ SERVER_VERSIONS = ["", "0.15.0", "0.16.0", "0.16.13", "0.16.14", "0.16.14.post1"
 @pytest.mark.parametrize("version", SERVER_VERSIONS)
 def test_a_server_older_than_the_queue_items_endpoint_is_judged_as_the_sdk_judges_it(
         version: str, caplog: pytest.LogCaptureFixture) -> None:
-    # workers.langsmith.queue_items_missing compares /info's version as the SDK's private
+    # workers.langsmith.door.queue_items_missing compares /info's version as the SDK's private
     # _internal._backend_version._check_backend_version does (packaging's parse): too old, fine,
     # or unparseable must be the same three answers for the same strings.
     from langsmith._internal._backend_version import _check_backend_version
 
-    from workers.langsmith import QUEUE_ITEMS_VERSION, queue_items_missing
+    from workers.langsmith.door import QUEUE_ITEMS_VERSION, queue_items_missing
 
     with caplog.at_level("WARNING", logger="langsmith._internal._backend_version"):
         _check_backend_version(version, min_version=QUEUE_ITEMS_VERSION)

@@ -17,7 +17,7 @@ from lswh_core import contract
 from tests.support.faults import warm_up
 from tests.support.procs import RedisServer, wait_until
 from tests.support.stack import Pipeline, StandIn, delivery, fresh_run
-from workers.process import SLICE_RUNS
+from workers.flow.slices import SLICE_RUNS
 
 OBJECT_BYTES = 64 * 1024
 
@@ -208,7 +208,7 @@ def test_requeued_split_off_run_redoes_only_that_run(redis_server: RedisServer, 
 
 
 def accounting_of(stack: Pipeline, did: str) -> dict[str, int]:
-    from workers import accounting
+    from workers.bookkeeping import accounting
 
     return accounting.read(stack.redis, did) or {}
 
@@ -236,7 +236,7 @@ def test_run_refused_by_the_api_fails_while_its_neighbours_land(redis_server: Re
 def examples_by_id(standin: StandIn, stack: Pipeline, runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """The examples of these runs, found by their ids (uuid5 of dataset and run): the other
     writer of a race did not set source_run_id."""
-    from workers.examples import example_id
+    from workers.build.examples import example_id
 
     [dataset] = [d for d in standin.admin("GET", "datasets") if d["name"] == stack.dataset]
     wanted = {example_id(dataset["id"], r["id"]): r["id"] for r in runs}
@@ -268,7 +268,7 @@ def test_bulk_create_refused_whole_for_one_raced_example_costs_nothing(redis_ser
 
 def test_conflicts_outlasting_every_round_are_retried_not_failed(redis_server: RedisServer,
                                                                 standin: StandIn) -> None:
-    from workers.writer import MAX_CONFLICT_ROUNDS
+    from workers.actions.dataset_writer import MAX_CONFLICT_ROUNDS
 
     stack = Pipeline(redis_server, standin, db=41)
     try:

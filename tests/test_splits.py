@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support.procs import ROOT
-from workers.splits import assign_split, split_point
+from workers.build.splits import assign_split, split_point
 
 EIGHTY_TWENTY = (("train", 0.8), ("test", 0.2))
 
@@ -27,7 +27,7 @@ def test_the_same_run_always_lands_in_the_same_split(run_id):
 
 def test_another_process_assigns_every_run_the_same_split():
     ids = run_ids(200)
-    code = ("import sys; from workers.splits import assign_split; "
+    code = ("import sys; from workers.build.splits import assign_split; "
             "print(' '.join(assign_split(i, (('train', 0.8), ('test', 0.2))) for i in sys.argv[1:]))")
     # PYTHONHASHSEED differs per process: the split must not depend on Python's hash().
     out = subprocess.run([sys.executable, "-c", code, *ids], capture_output=True, text=True, check=True,

@@ -15,7 +15,7 @@ from lswh_core import contract
 from tests.support.faults import failed_run_job
 from tests.support.procs import RedisServer, lswh, wait_until
 from tests.support.stack import Pipeline, StandIn, delivery, fresh_run
-from workers.accounting import Account, record_outcomes, record_received, settle_requeued
+from workers.bookkeeping.accounting import Account, record_outcomes, record_received, settle_requeued
 
 KEEP = 3600
 NOWHERE = "inputs and outputs: no inline value, no usable presigned URL, and the API did not return the run"

@@ -14,7 +14,7 @@ from rq.job import Job
 from lswh_core import contract
 from lswh_core.settings import Settings
 from tests.support.procs import RedisServer
-from workers import synthetic
+from workers.flow import synthetic
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(hours=1)

@@ -19,8 +19,8 @@ from tests.support.commands import run_lswh
 from tests.support.procs import RedisServer, wait_until
 from tests.support.stack import Pipeline, StandIn, delivery
 from workers.actions.jsonl import read_jsonl
-from workers.langsmith import Turn, thread_filter_for
-from workers.threads import Refused, ThreadRef, default_inputs, keep_longer, plan, threads_from_body
+from workers.flow.threads import Refused, ThreadRef, default_inputs, keep_longer, plan, threads_from_body
+from workers.langsmith.door import Turn, thread_filter_for
 from workers.transforms import HydratedThread, HydratedTurn, thread_to_openai
 
 TAG = uuid.uuid4().hex[:8]
@@ -42,7 +42,7 @@ def count_turns(thread):
 
 
 def rule(group_by: str | None) -> Any:
-    from workers.langsmith import RuleInfo
+    from workers.langsmith.door import RuleInfo
 
     return RuleInfo(id=str(uuid.uuid4()), project_id=PROJECT, dataset_id=None, filter=None, trace_filter=None,
                     tree_filter=None, is_enabled=True, sampling_rate=1.0, group_by=group_by)

@@ -1,4 +1,4 @@
-"""workers/writer.py called directly against the LangSmith stand-in (real SDK, real Redis budget):
+"""workers/actions/dataset_writer.py called directly against the LangSmith stand-in (real SDK, real Redis budget):
 create the new, update the changed keeping stored metadata, leave the identical alone."""
 
 import uuid
@@ -6,9 +6,9 @@ from typing import Any
 
 from tests.support.faults import injected
 from tests.support.stack import StandIn
+from workers.actions.dataset_writer import UNCHANGED, UPDATED, WRITTEN, Outcomes, Writer, resolve_dataset
 from workers.errors import RunError
 from workers.runtime import Runtime
-from workers.writer import UNCHANGED, UPDATED, WRITTEN, Outcomes, Writer, resolve_dataset
 
 
 def _example(run_id: str, outputs: Any, metadata: dict[str, Any] | None = None) -> dict[str, Any]:

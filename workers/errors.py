@@ -3,7 +3,7 @@
 `classify` reads the failures of the LangSmith door only: the SDK's `requests` stack (and the
 urllib3 / http.client errors under it), the v2 client's httpx2 stack and the SDK's own error
 classes, ours (LangSmithUnavailable, InfoUnknown) and Python's connection errors. Presigned
-object fetches classify their own few failures where they are made (workers/s3.py `fetch_json`)."""
+object fetches classify their own few failures where they are made (workers/fetch/s3.py `fetch_json`)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class LangSmithUnavailable(Exception):
 
 class InfoUnknown(Exception):
     """LangSmith's `/info` has not been read: what depends on it (the query backend, the examples
-    path) waits for it (transient) instead of guessing the server (workers/langsmith.py)."""
+    path) waits for it (transient) instead of guessing the server (workers/langsmith/door.py)."""
 
     def __init__(self, cause: BaseException | None = None) -> None:
         why = ""

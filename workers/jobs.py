@@ -3,7 +3,7 @@
 Each job function hands one coroutine, its flow, to the worker's I/O loop and waits
 (workers/runtime.py); the flow is async from there to the last example written.
 
-One job per delivery processes its runs a slice at a time (workers/process.py): each slice is
+One job per delivery processes its runs a slice at a time (workers/flow/slices.py): each slice is
 hydrated, written and recorded as done before the next, so a worker's memory does not grow with
 the delivery and a timeout or a kill loses at most the slice in flight. Runs that fail
 transiently make the job retry (RQ Retry, backoff with jitter) for those runs only. A run that
@@ -11,9 +11,9 @@ fails permanently, or still fails on the last attempt, is split off into a faile
 own, so the delivery job never fails because of one run.
 
 A delivery's path, each module once and in order: the job function here -> its flow here
-(`_delivery`: the rule, then a slice at a time) -> the slice (workers/process.py) -> hydration
-(workers/hydrate.py, presigned objects through workers/s3.py) -> the LangSmith door
-(workers/langsmith.py) -> the action's writer (workers/actions/, workers/writer.py) -> back here
+(`_delivery`: the rule, then a slice at a time) -> the slice (workers/flow/slices.py) -> hydration
+(workers/fetch/hydrate.py, presigned objects through workers/fetch/s3.py) -> the LangSmith door
+(workers/langsmith/door.py) -> the action's writer (workers/actions/, workers/actions/dataset_writer.py) -> back here
 to record the slice (`_settle`: done runs, figures, failed runs split off).
 """
 
@@ -39,11 +39,12 @@ from lswh_core import contract
 from lswh_core.ids import is_uuid
 from lswh_core.logs import log_context
 from lswh_core.redact import redact
-from workers import accounting, metrics, received, threads
+from workers.actions.dataset_writer import Outcomes
+from workers.bookkeeping import accounting, metrics, received
 from workers.errors import RunError
-from workers.process import SLICE_RUNS, process_slice
+from workers.flow import threads
+from workers.flow.slices import SLICE_RUNS, process_slice
 from workers.runtime import Runtime, get_runtime
-from workers.writer import Outcomes
 
 log = logging.getLogger("lswh.jobs")
 
@@ -151,7 +152,7 @@ async def _delivery(runtime: Runtime, job: Job | None, delivery_id: str) -> str:
 
 async def _plan(runtime: Runtime, delivery_id: str, delivery: dict[str, Any], rule_id: Any) -> threads.Plan | None:
     """None: a runs delivery (today's path). A Plan: a thread rule's delivery. DeliveryRefused:
-    neither. Decided by the rule's group_by (workers/threads.py), never by a guessed key."""
+    neither. Decided by the rule's group_by (workers/flow/threads.py), never by a guessed key."""
     has_runs = isinstance(delivery.get("runs"), list)
     if has_runs and (delivery.get("lswh_source") or not rule_id):
         return None  # backfill and reconciliation never feed a thread rule; without a rule, no group_by

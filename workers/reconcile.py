@@ -1,13 +1,13 @@
 """Reconciliation: once per LSWH_RECONCILE_EVERY, across all workers, find the runs each rule
 matched whose webhook deliveries never arrived, and the runs whose feedback changed since the
-last pass, and feed both through the delivery job path (workers/synthetic.py).
+last pass, and feed both through the delivery job path (workers/flow/synthetic.py).
 
 One pass per period: RQ 3's cron runs in each worker process with no cross-process lock, so on
 each maintenance tick every worker offers the pass (`offer_pass`); the one whose SET NX on the
 period's key wins enqueues it, as a job whose id names the period.
 
 Which rules: those whose webhook URL starts with LSWH_PUBLIC_URL, those the rules file names and
-those seen in deliveries (workers/received.py), so a rule whose every delivery was lost is still
+those seen in deliveries (workers/bookkeeping/received.py), so a rule whose every delivery was lost is still
 found when it points here or is named. The window overlaps the previous pass's by one period and
 ends LSWH_RECONCILE_GRACE before now, because LangSmith delivers some time after a run matches.
 A run matched in the window and never received is lost: counted (`lswh_runs_lost_total{rule_id}`,
@@ -34,9 +34,10 @@ from lswh_core import contract
 from lswh_core.logs import log_context
 from lswh_core.rules import Rules, load_rules
 from lswh_core.settings import Settings
-from workers import received, synthetic
-from workers.langsmith import LangSmith, Locator, RuleInfo
-from workers.metrics import count_lost
+from workers.bookkeeping import received
+from workers.bookkeeping.metrics import count_lost
+from workers.flow import synthetic
+from workers.langsmith.door import LangSmith, Locator, RuleInfo
 from workers.runtime import Runtime, get_runtime
 
 log = logging.getLogger("lswh.reconcile")

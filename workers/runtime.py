@@ -4,9 +4,9 @@ RQ's SimpleWorker runs every job in this process, so connection pools stay warm.
 
 One execution model: a job function (workers/jobs.py) hands ONE coroutine to the worker's
 long-lived I/O loop thread (`run`) and waits for it; everything on a delivery's path is `async`
-from there. The one thread hop inside a job is the LangSmith door's (workers/langsmith.py
+from there. The one thread hop inside a job is the LangSmith door's (workers/langsmith/door.py
 `LangSmith.call`): the SDK's blocking `requests` calls run on its small thread pool. The
-presigned objects (workers/s3.py, aiohttp) and the v2 client (httpx2) are async on the loop.
+presigned objects (workers/fetch/s3.py, aiohttp) and the v2 client (httpx2) are async on the loop.
 
 Redis is called synchronously, on the loop, without a thread hop. Decided, not overlooked: the
 worker runs one job at a time (RQ SimpleWorker) and the loop serves only that job, so a Redis call
@@ -34,9 +34,9 @@ from lswh_core.allowlist import HostRule, parse_rules
 from lswh_core.redis import sync_redis
 from lswh_core.rules import Rules, load_rules
 from lswh_core.settings import Settings
-from workers import metrics
-from workers.langsmith import LangSmith
-from workers.s3 import ObjectStore
+from workers.bookkeeping import metrics
+from workers.fetch.s3 import ObjectStore
+from workers.langsmith.door import LangSmith
 
 T = TypeVar("T")
 

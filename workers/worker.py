@@ -42,7 +42,7 @@ from lswh_core.redis import sync_redis
 from lswh_core.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from workers.langsmith import LangSmith
+    from workers.langsmith.door import LangSmith
 
 log = logging.getLogger("lswh.worker")
 
@@ -103,9 +103,9 @@ class PipelineWorker(SimpleWorker):
         return self._wait_for_info(langsmith)
 
     def _wait_for_info(self, langsmith: LangSmith) -> bool:
-        from workers import metrics
+        from workers.bookkeeping import metrics
         from workers.errors import InfoUnknown
-        from workers.langsmith import QueryBackend
+        from workers.langsmith.door import QueryBackend
 
         started = time.monotonic()
         said = -float(INFO_LOG_SECONDS)
@@ -296,7 +296,7 @@ def main(burst: bool = False) -> int:
     if problem:
         print(f"lswh worker: {problem}", file=sys.stderr)
         return 2
-    from workers.metrics import serve
+    from workers.bookkeeping.metrics import serve
     from workers.runtime import get_runtime
 
     get_runtime().warm_up()

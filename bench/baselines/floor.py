@@ -7,7 +7,7 @@ The same S3 GETs as the pipeline (every run's inputs at once with the feedback l
 the outputs of runs without a correction) at a fixed concurrency, the feedback listing in
 chunks of 100 run ids in parallel, and the examples written by the SDK's `create_examples`
 in batches of 200 in parallel. The S3 GETs go through httpx's own pool (`--transport httpx`)
-or through the worker's own fetcher, `workers.s3.ObjectStore` on aiohttp (`--transport aiohttp`).
+or through the worker's own fetcher, `workers.fetch.s3.ObjectStore` on aiohttp (`--transport aiohttp`).
 Env: LANGSMITH_ENDPOINT, LANGSMITH_API_KEY. Prints one JSON
 line with the time from the first request to the last example (client and dataset setup
 not counted).
@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 from langsmith import Client
 
-from workers.s3 import ObjectStore
+from workers.fetch.s3 import ObjectStore
 
 FEEDBACK_CHUNK = 100
 WRITE_BATCH = 200
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("dataset")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--transport", choices=("httpx", "aiohttp"), default="httpx",
-                        help="aiohttp: workers.s3.ObjectStore, the worker's own fetcher")
+                        help="aiohttp: workers.fetch.s3.ObjectStore, the worker's own fetcher")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="asyncio",
                         help="asyncio by default: the worker's I/O loop is asyncio's own")
     args = parser.parse_args()

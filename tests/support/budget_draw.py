@@ -16,7 +16,7 @@ import sys
 
 import redis
 
-from workers.budget import Grant, RateBudget, parse_limits
+from workers.langsmith.budget import Grant, RateBudget, parse_limits
 
 
 class CountingBudget(RateBudget):

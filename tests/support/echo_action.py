@@ -17,9 +17,9 @@ from typing import Any
 from lswh_core.actions import ActionError
 from lswh_core.rules import Action
 from workers.actions import Destination, register
+from workers.actions.dataset_writer import WRITTEN, Outcomes
 from workers.runtime import Runtime
 from workers.transforms import ExampleDraft
-from workers.writer import WRITTEN, Outcomes
 
 NAMESPACE = uuid.UUID("0b5e3c1e-6f0a-4d5e-9a0b-ec40ec40ec40")
 

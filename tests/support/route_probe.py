@@ -29,8 +29,8 @@ from typing import Any
 import httpx
 
 from lswh_core.settings import Settings
-from workers import metrics
-from workers.langsmith import RuleInfo, RunRef
+from workers.bookkeeping import metrics
+from workers.langsmith.door import RuleInfo, RunRef
 from workers.runtime import Runtime
 
 

@@ -223,7 +223,7 @@ class Pipeline:
 
     def wait_accounted(self, delivery_id: str, runs: int, timeout: float = 120.0) -> dict[str, int]:
         """Wait until every run of the delivery has an outcome (received = the rest, pending 0)."""
-        from workers import accounting
+        from workers.bookkeeping import accounting
 
         figures: dict[str, int] = {}
 

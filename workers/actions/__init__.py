@@ -6,7 +6,7 @@ through one interface (`base.Destination`, registered by kind name in lswh_core/
 - `jsonl.py`: examples appended to JSON Lines files per dataset, one file per worker process and day.
 
 Each is a pure function of the hydrated run plus one writer at the edge. The job path
-(workers/process.py) records every (action key, run id) pair it finished (`done.py`;
+(workers/flow/slices.py) records every (action key, run id) pair it finished (`done.py`;
 `lswh_core.rules.Action.key` names the action within its rule), so a failed action is retried
 alone, without redoing the others. Importing this package registers the three built-in kinds'
 worker halves; a kind of one's own is a module that subclasses `Destination` and calls

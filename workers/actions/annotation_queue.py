@@ -7,7 +7,7 @@ queue and slice (split when LangSmith refuses one item, so the others still land
 shared rate budget. LangSmith does not de-duplicate items, so each queue remembers in Redis the runs
 added to it (by any delivery, redelivery, backfill or reconciliation pass): a run already there is
 "unchanged", not added again. Within a delivery, the (action, run) record the job path keeps
-(workers/actions/done.py) makes a retry redo only the adds that failed. Two deliveries of one run
+(workers/bookkeeping/done.py) makes a retry redo only the adds that failed. Two deliveries of one run
 processed at the very same moment could both add it: that race is accepted, since a claim taken
 before the add would lose the run when a worker dies between the claim and the add.
 """
@@ -23,10 +23,10 @@ from lswh_core.actions import AnnotationQueueKind
 from lswh_core.rules import Action
 from lswh_core.times import rfc3339
 from workers.actions.base import Destination, register
+from workers.actions.dataset_writer import UNCHANGED, WRITTEN, Outcomes
 from workers.errors import RunError, classify
-from workers.langsmith import split_on_refusal
+from workers.langsmith.door import split_on_refusal
 from workers.runtime import Runtime
-from workers.writer import UNCHANGED, WRITTEN, Outcomes
 
 ITEMS_PER_REQUEST = 100
 
@@ -65,7 +65,7 @@ class AnnotationQueue(AnnotationQueueKind, Destination):
     """The queue is looked up in `write`, not `prepare`: a slice none of whose runs go to the
     queue asks LangSmith nothing."""
 
-    threads = True  # workers/threads.py adds THREAD items
+    threads = True  # workers/flow/threads.py adds THREAD items
 
     async def write(self, runtime: Runtime, action: Action, target: Any, rows: Sequence[dict[str, Any]]) -> Outcomes:
         """Outcome per run id (`rows` are the runs)."""

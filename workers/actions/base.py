@@ -1,4 +1,4 @@
-"""The worker's half of an action kind: what the slice processor (workers/process.py) calls.
+"""The worker's half of an action kind: what the slice processor (workers/flow/slices.py) calls.
 
 A `Destination` is an `ActionKind` (lswh_core/actions.py: name, own option keys, key, runs or
 examples) that also knows how to deliver. The slice processor, for every action of the rule:
@@ -13,9 +13,9 @@ examples) that also knows how to deliver. The slice processor, for every action 
    `write(runtime, action, target, rows)` the rest, an outcome per example id;
 3. for `takes = "runs"`: `write(runtime, action, target, runs)`, an outcome per run id.
 
-An outcome is WRITTEN, UNCHANGED, SKIPPED or a RunError (workers/writer.py); a run's outcome is
+An outcome is WRITTEN, UNCHANGED, SKIPPED or a RunError (workers/actions/dataset_writer.py); a run's outcome is
 the worst of its rows'. The (action key, run id) pairs done are recorded per delivery
-(workers/actions/done.py), so a failed action is retried alone.
+(workers/bookkeeping/done.py), so a failed action is retried alone.
 """
 
 from __future__ import annotations
@@ -26,17 +26,17 @@ from typing import Any, ClassVar
 from lswh_core import actions as action_kinds
 from lswh_core.actions import ActionKind
 from lswh_core.rules import Action
+from workers.actions.dataset_writer import Outcomes
 from workers.errors import RunError
 from workers.runtime import Runtime
 from workers.transforms import ExampleDraft
-from workers.writer import Outcomes
 
 
 class Destination(ActionKind):
     """One kind of action, rules half and worker half. Subclass, then `register(YourKind())`."""
 
     preparing = "preparing the action"  # the context an error in `prepare` is classified with
-    # Whether a thread rule (workers/threads.py) may use the kind: that path builds one item per
+    # Whether a thread rule (workers/flow/threads.py) may use the kind: that path builds one item per
     # thread itself and knows the built-ins alone; another kind fails a thread rule's threads.
     threads: ClassVar[bool] = False
 

@@ -5,7 +5,7 @@ the first keeps the id a run has always had, uuid5(dataset, run id), so adding a
 updates the example instead of duplicating it; a transform's further examples get
 uuid5(dataset, run id, index). The split is set at creation (LangSmith keeps it in
 `metadata.dataset_split`) and an update keeps it, since the writer merges metadata. The writer
-(workers/writer.py) is the one edge: idempotent create/update, 409 rounds, bisecting. The dataset
+(workers/actions/dataset_writer.py) is the one edge: idempotent create/update, 409 rounds, bisecting. The dataset
 is found or created once per slice (`prepare`, cached for the life of the worker).
 """
 
@@ -17,10 +17,10 @@ from typing import Any
 from lswh_core.actions import DatasetKind
 from lswh_core.rules import Action
 from workers.actions.base import Destination, register
-from workers.examples import example_id
+from workers.actions.dataset_writer import Outcomes, Writer, resolve_dataset
+from workers.build.examples import example_id
 from workers.runtime import Runtime
 from workers.transforms import ExampleDraft
-from workers.writer import Outcomes, Writer, resolve_dataset
 
 
 def nth_example_id(dataset_id: str, run_id: str, index: int) -> str:
@@ -37,7 +37,7 @@ def examples(dataset_id: str, run_id: str, drafts: Sequence[ExampleDraft], split
 
 
 class Dataset(DatasetKind, Destination):
-    threads = True  # workers/threads.py writes its thread examples
+    threads = True  # workers/flow/threads.py writes its thread examples
     preparing = "finding or creating the dataset"
 
     async def prepare(self, runtime: Runtime, action: Action) -> str:

@@ -32,11 +32,11 @@ from urllib.parse import quote
 from lswh_core.actions import JsonlKind
 from lswh_core.rules import Action
 from workers.actions.base import Destination, register
+from workers.actions.dataset_writer import WRITTEN, Outcomes
+from workers.build.examples import EXAMPLE_NAMESPACE
 from workers.errors import RunError
-from workers.examples import EXAMPLE_NAMESPACE
 from workers.runtime import Runtime
 from workers.transforms import ExampleDraft
-from workers.writer import WRITTEN, Outcomes
 
 _lock = threading.Lock()  # threads of one process share its file
 
@@ -138,7 +138,7 @@ async def write(directory: str, dataset: str, examples: Sequence[JsonlExample]) 
 
 class Jsonl(JsonlKind, Destination):
     """The target is the dataset's name: no LangSmith dataset is involved."""
-    threads = True  # workers/threads.py writes its thread examples
+    threads = True  # workers/flow/threads.py writes its thread examples
 
     def rows(self, target: Any, run_id: str, drafts: Sequence[ExampleDraft], split: str | None
              ) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """Which of a run's feedback wins: its correction as reference outputs, its latest scores.
 
-Feedback reaches a run by `feedback.run_id`, never by position (LangSmith.feedback, workers/langsmith.py)."""
+Feedback reaches a run by `feedback.run_id`, never by position (LangSmith.feedback, workers/langsmith/door.py)."""
 
 from __future__ import annotations
 

@@ -34,16 +34,17 @@ import redis as redis_py
 
 from lswh_core import contract
 from lswh_core.rules import Action
-from workers import feedback
-from workers.actions import annotation_queue, destination, done, jsonl
+from workers.actions import annotation_queue, destination, jsonl
 from workers.actions.dataset import nth_example_id
+from workers.actions.dataset_writer import SKIPPED, UNCHANGED, WRITTEN, Outcome, Outcomes, Writer, resolve_dataset
+from workers.bookkeeping import done
+from workers.build import feedback
+from workers.build.splits import assign_split
 from workers.errors import InfoUnknown, RunError, classify
-from workers.langsmith import QueryBackend, RuleInfo, Turn, chunks, split_on_refusal, thread_id_in
-from workers.outcome import worst
+from workers.flow.outcome import worst
+from workers.langsmith.door import QueryBackend, RuleInfo, Turn, chunks, split_on_refusal, thread_id_in
 from workers.runtime import Runtime
-from workers.splits import assign_split
 from workers.transforms import ExampleDraft, HydratedThread, HydratedTurn, TransformError, apply_transform
-from workers.writer import SKIPPED, UNCHANGED, WRITTEN, Outcome, Outcomes, Writer, resolve_dataset
 
 log = logging.getLogger("lswh.threads")
 

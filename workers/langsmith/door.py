@@ -2,8 +2,8 @@
 
 Two SDK clients sit behind it. The hand-written `Client` (requests) reads feedback and
 datasets and writes examples; the generated v2 client (`AsyncLangsmith`, on httpx2) runs the v2
-runs query. Both send through workers/langsmith_http.py, so both draw from the shared rate
-budget and neither retries or sleeps on its own. Both are built in workers/langsmith_clients.py,
+runs query. Both send through workers/langsmith/transport.py, so both draw from the shared rate
+budget and neither retries or sleeps on its own. Both are built in workers/langsmith/clients.py,
 from one config (endpoint, key, workspace, proxy, CA bundle). Nothing here calls a deprecated SDK method:
 `read_run`/`list_runs` (removed after 2027-01-31) are replaced by bulk queries.
 
@@ -38,8 +38,8 @@ from packaging.version import InvalidVersion, Version
 from lswh_core import times
 from lswh_core.settings import Settings
 from workers.errors import InfoUnknown, RunError, classify
-from workers.langsmith_clients import ClientConfig, build_client, build_v2
-from workers.langsmith_http import Budget, BudgetedAdapter, Recorder, RouteOf
+from workers.langsmith.clients import ClientConfig, build_client, build_v2
+from workers.langsmith.transport import Budget, BudgetedAdapter, Recorder, RouteOf
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -65,7 +65,7 @@ FIRST_DATA_PAGE = 100
 DATA_PAGE_BYTES = 16 * 1024 * 1024
 # What a reconciled run needs in its synthetic delivery: the job path reads the rest in bulk.
 LOCATOR_SELECTS: list[RunSelectField] = ["ID", "PROJECT_ID", "START_TIME", "TRACE_ID", "NAME"]
-# A backfill reads inputs and outputs while listing and hands them on (workers/synthetic.py).
+# A backfill reads inputs and outputs while listing and hands them on (workers/flow/synthetic.py).
 DATA_SELECTS: list[RunSelectField] = [*LOCATOR_SELECTS, "INPUTS", "OUTPUTS"]
 
 
@@ -346,7 +346,7 @@ class LangSmith:
     @classmethod
     def for_settings(cls, settings: Settings, connection: redis.Redis, *,
                      call: Callable[..., Awaitable[Any]] | None = None, recorder: Recorder | None = None) -> LangSmith:
-        from workers.budget import RateBudget, route_of
+        from workers.langsmith.budget import RateBudget, route_of
 
         config = ClientConfig.of(settings)
         budget = RateBudget(connection, config.api_key or "", settings.langsmith_rate_limits)
@@ -359,7 +359,7 @@ class LangSmith:
     # --- /info --------------------------------------------------------------------------
 
     def read_info(self) -> LangSmithInfo:
-        """`GET /info` through the budgeted session (a 5xx is sent again twice, workers/langsmith_http.py);
+        """`GET /info` through the budgeted session (a 5xx is sent again twice, workers/langsmith/transport.py);
         raises when it cannot be read: never an empty answer in its place."""
         response = self.client.request_with_retries("GET", "/info", headers={"Accept": "application/json"})
         ls_utils.raise_for_status_with_text(response)
@@ -622,7 +622,7 @@ THREAD_METADATA_KEYS = ("thread_id", "session_id", "conversation_id")
 # What a thread's turn needs (the v2 `Run` model's field names, types/run_select_field.py).
 TURN_SELECTS: list[RunSelectField] = ["ID", "TRACE_ID", "NAME", "START_TIME", "INPUTS", "OUTPUTS", "METADATA",
                                       "THREAD_ID"]
-THREAD_TURNS_PAGE = 100  # turns with inputs and outputs: pages stay small, like API_PAGE in process.py
+THREAD_TURNS_PAGE = 100  # turns with inputs and outputs: pages stay small, like API_PAGE in workers/flow/slices.py
 
 
 @dataclass(frozen=True)

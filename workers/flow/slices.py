@@ -4,8 +4,8 @@ Each run goes to every action of its rule (lswh_core/rules.py; without a rules f
 action). Per action: its correction keys and outputs policy pick the outputs, its score filter
 keeps or skips the run, its transforms shape the examples, its split and dedup apply, and the
 action's own module writes (workers/actions/). The (action, run) pairs done are recorded per
-delivery (workers/actions/done.py), so a retry redoes only the actions that failed; a run's
-outcome is the worst of its actions' (workers/outcome.py).
+delivery (workers/bookkeeping/done.py), so a retry redoes only the actions that failed; a run's
+outcome is the worst of its actions' (workers/flow/outcome.py).
 
 A delivery is processed a slice at a time (workers/jobs.py), so a worker holds at most one
 slice: at most SLICE_RUNS runs, and presigned objects are fetched only until the slice holds
@@ -22,17 +22,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lswh_core.rules import Action
-from workers import dedup, feedback, metrics
-from workers.actions import destination, done
+from workers.actions import destination
+from workers.actions.dataset_writer import SKIPPED, Outcome, Outcomes
+from workers.bookkeeping import done, metrics
+from workers.build import dedup, feedback
+from workers.build.examples import example_metadata
+from workers.build.splits import assign_split
 from workers.errors import RunError, classify
-from workers.examples import example_metadata
-from workers.hydrate import Hydrated, Hydrator, settle_from_api
-from workers.langsmith import RunRef
-from workers.outcome import worst
+from workers.fetch.hydrate import Hydrated, Hydrator, settle_from_api
+from workers.flow.outcome import worst
+from workers.langsmith.door import RunRef
 from workers.runtime import S3_CONCURRENCY, Runtime
-from workers.splits import assign_split
 from workers.transforms import ExampleDraft, HydratedRun, TransformError, apply_transform
-from workers.writer import SKIPPED, Outcome, Outcomes
 
 # A slice pays a few round trips in sequence (feedback, objects, API reads, example list and
 # write): bench/workers.py measured 302 runs/s with slices of 100 small runs against 428 for the

@@ -14,9 +14,9 @@ from typing import Any
 
 from langsmith import utils as ls_utils
 
+from workers.build.examples import differs, merged_metadata
 from workers.errors import RunError
-from workers.examples import differs, merged_metadata
-from workers.langsmith import LangSmith, chunks, split_on_refusal
+from workers.langsmith.door import LangSmith, chunks, split_on_refusal
 from workers.runtime import Runtime
 
 WRITE_BATCH = 200
@@ -80,7 +80,7 @@ class Writer:
         """Outcome per run id (examples carry `source_run_id`), or per example id with `by="id"`
         (a transform may make several examples of one run). `keep_stored(stored, wanted)` true
         leaves a stored example alone (unchanged) although it differs: a thread's example is never
-        replaced by a shorter or stale read of the thread (workers/threads.py)."""
+        replaced by a shorter or stale read of the thread (workers/flow/threads.py)."""
         outcomes: Outcomes = {}
         pending = list(examples)
         for _ in range(MAX_CONFLICT_ROUNDS):

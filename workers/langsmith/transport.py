@@ -3,7 +3,7 @@
 The SDK has two clients with two HTTP stacks: the hand-written `Client` (requests/urllib3) and
 the generated v2 client (httpx2, the fork the SDK requires). Both get the same policy, applied where each stack sends:
 
-- before each attempt, a slot from the route's shared budget (workers/budget.py), so every
+- before each attempt, a slot from the route's shared budget (workers/langsmith/budget.py), so every
   worker of one API key stays under LangSmith's per-key limits together;
 - a 429 (LangSmith sends no Retry-After) pauses that route for every worker until its window
   ends, then the request is sent again: waiting for budget never fails a run;
@@ -51,7 +51,7 @@ class Budget(Protocol):
 
 
 class Recorder(Protocol):
-    """Where request figures go: the module workers/metrics.py in a worker (its functions are
+    """Where request figures go: the module workers/bookkeeping/metrics.py in a worker (its functions are
     these); routes are templates, never URLs."""
 
     def observe_request(self, service: str, route: str, status: str, seconds: float) -> None: ...

@@ -7,9 +7,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers import metrics, s3
+from workers.bookkeeping import metrics
 from workers.errors import RunError
-from workers.langsmith import ApiRun
+from workers.fetch import s3
+from workers.langsmith.door import ApiRun
 from workers.runtime import S3_CONCURRENCY, Runtime
 
 

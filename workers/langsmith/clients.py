@@ -13,7 +13,7 @@ proxies and CA bundles (`trust_env=False`). Here they are made from the same val
 - egress: one `lswh_core.egress.Route` for the endpoint (proxy and CA bundle, as `requests`
   decides them), given to the requests session and to the httpx2 transport alike.
 
-workers/langsmith.py builds its clients only through here.
+workers/langsmith/door.py builds its clients only through here.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from langsmith import utils as ls_utils
 from lswh_core.egress import Route, ssl_context
 from lswh_core.settings import Settings
 from workers.errors import TRANSIENT_STATUSES, LangSmithUnavailable, parse_retry_after
-from workers.langsmith_http import Budget, BudgetedAdapter, BudgetedTransport, Recorder, RouteOf
+from workers.langsmith.transport import Budget, BudgetedAdapter, BudgetedTransport, Recorder, RouteOf
 
 TIMEOUT_MS = (5_000, 30_000)
 V2_CONNECTIONS = 32

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from workers.actions.dataset_writer import SKIPPED, UNCHANGED, UPDATED, WRITTEN, Outcome
 from workers.errors import RunError
-from workers.writer import SKIPPED, UNCHANGED, UPDATED, WRITTEN, Outcome
 
 _RANK = {SKIPPED: 0, UNCHANGED: 1, UPDATED: 2, WRITTEN: 3}
 

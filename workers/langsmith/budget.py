@@ -38,7 +38,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import NamedTuple
 
 import redis
@@ -144,29 +144,38 @@ class RateBudget:
             keys=self._keys[route], args=[limit.requests, window, uuid.uuid4().hex, window + _LOG_TTL_SLACK_MS])
         return Grant(bool(granted), int(wait_ms) / 1000, int(now_ms) / 1000)
 
-    def acquire(self, route: str) -> float:
-        """Block until `route` has budget, then take it; returns the seconds waited for budget (0.0
-        when there was some at once). Never gives up: the job's own timeout is the only bound.
-        Sleeps until the earliest moment a slot can free, then tries again."""
+    def _draw(self, route: str) -> Generator[float, None, float]:
+        """Drawing budget for `route`, for either kind of caller: yields how long to sleep before
+        the next try (until the earliest moment a slot can free), returns the seconds waited for
+        budget (0.0 when there was some at once). Never gives up: the job's own timeout is the
+        only bound."""
         started: float | None = None
         while True:
             grant = self.try_acquire(route)
             if grant.granted:
                 return 0.0 if started is None else time.monotonic() - started
             started = time.monotonic() if started is None else started
-            time.sleep(grant.wait_seconds + _WAKE_SLACK_SECONDS)
+            yield grant.wait_seconds + _WAKE_SLACK_SECONDS
+
+    def acquire(self, route: str) -> float:
+        """Block until `route` has budget, then take it; the seconds waited (see `_draw`)."""
+        draw = self._draw(route)
+        try:
+            while True:
+                time.sleep(next(draw))
+        except StopIteration as done:
+            return float(done.value)
 
     async def acquire_async(self, route: str) -> float:
         """`acquire` for an asyncio loop: the wait for budget is an asyncio.sleep, so an empty
         budget does not stall the loop's other work; the Redis call itself is made on the loop
         (a local round trip, workers/runtime.py says why)."""
-        started: float | None = None
-        while True:
-            grant = self.try_acquire(route)
-            if grant.granted:
-                return 0.0 if started is None else time.monotonic() - started
-            started = time.monotonic() if started is None else started
-            await asyncio.sleep(grant.wait_seconds + _WAKE_SLACK_SECONDS)
+        draw = self._draw(route)
+        try:
+            while True:
+                await asyncio.sleep(next(draw))
+        except StopIteration as done:
+            return float(done.value)
 
     def rate_limited(self, route: str) -> None:
         """LangSmith answered 429 on `route`: pause it for every worker until a whole window has

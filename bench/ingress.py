@@ -84,6 +84,8 @@ class AppResult:
 def start(app: str, redis_url: str, name: str) -> tuple[Proc, int]:
     if app == "ours":
         return shipped_ingress(redis_url, name=name)
+    if app.startswith("ours-"):  # measurement only: ours with another store path
+        return shipped_ingress(redis_url, name=name, extra_env={"LSWH_BENCH_STORE": app.removeprefix("ours-")})
     target, env = APPS[app]
     return uvicorn_app(target, redis_url, name=name, extra_env=env)
 
@@ -261,6 +263,11 @@ def table(s: Settings, apps: list[str], results: dict[str, AppResult], generator
             row("ours / peer", ["" for _ in apps[:-1]] + [f"{ratio:.2f}x"], ">= 2.5x", _yes(ratio >= 2.5))
     if "floor" in apps and "peer" in apps:
         row("floor / peer", [f"{med['floor'] / med['peer']:.2f}x"] + ["" for _ in apps[1:]])
+    for variant in [a for a in apps if a.startswith("ours-")]:
+        if "floor" in apps:
+            row(f"{variant} / floor", [f"{med[variant] / med['floor']:.2f}x" if a == variant else "" for a in apps])
+        if "ours" in apps:
+            row(f"{variant} / ours", [f"{med[variant] / med['ours']:.2f}x" if a == variant else "" for a in apps])
     if "floor" in apps and "floor-blocking" in apps:
         row("floor-blocking / floor (the pool's cost)",
             ["" for _ in apps[:apps.index("floor-blocking")]] + [f"{med['floor-blocking'] / med['floor']:.2f}x"]

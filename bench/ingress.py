@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import redis
@@ -81,13 +82,21 @@ class AppResult:
     big_status: set = field(default_factory=set)
 
 
+NO_HIREDIS = "-nohiredis"  # any app with this suffix: the same app with `import hiredis` failing
+
+
 def start(app: str, redis_url: str, name: str) -> tuple[Proc, int]:
+    extra: dict[str, str] = {}
+    if app.endswith(NO_HIREDIS):
+        app = app.removesuffix(NO_HIREDIS)
+        extra["PYTHONPATH"] = str(Path(__file__).resolve().parent / "nohiredis")
     if app == "ours":
-        return shipped_ingress(redis_url, name=name)
+        return shipped_ingress(redis_url, name=name, extra_env=extra)
     if app.startswith("ours-"):  # measurement only: ours with another store path
-        return shipped_ingress(redis_url, name=name, extra_env={"LSWH_BENCH_STORE": app.removeprefix("ours-")})
+        return shipped_ingress(redis_url, name=name,
+                               extra_env={**extra, "LSWH_BENCH_STORE": app.removeprefix("ours-")})
     target, env = APPS[app]
-    return uvicorn_app(target, redis_url, name=name, extra_env=env)
+    return uvicorn_app(target, redis_url, name=name, extra_env={**env, **extra})
 
 
 NO_STORE = ("floor-nostore", "asgi-nostore")
@@ -263,7 +272,11 @@ def table(s: Settings, apps: list[str], results: dict[str, AppResult], generator
             row("ours / peer", ["" for _ in apps[:-1]] + [f"{ratio:.2f}x"], ">= 2.5x", _yes(ratio >= 2.5))
     if "floor" in apps and "peer" in apps:
         row("floor / peer", [f"{med['floor'] / med['peer']:.2f}x"] + ["" for _ in apps[1:]])
-    for variant in [a for a in apps if a.startswith("ours-")]:
+    for app in [a for a in apps if a.endswith(NO_HIREDIS) and a.removesuffix(NO_HIREDIS) in apps]:
+        base = app.removesuffix(NO_HIREDIS)
+        row(f"{app} / {base} (what hiredis gives)",
+            [f"{med[app] / med[base]:.2f}x" if a == app else "" for a in apps])
+    for variant in [a for a in apps if a.startswith("ours-") and not a.endswith(NO_HIREDIS)]:
         if "floor" in apps:
             row(f"{variant} / floor", [f"{med[variant] / med['floor']:.2f}x" if a == variant else "" for a in apps])
         if "ours" in apps:

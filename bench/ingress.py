@@ -1,7 +1,8 @@
 """Ingress throughput, latency and memory: ours as shipped against a floor and a peer, side by side.
 
     python -m bench.ingress [--quick] [--rounds N] [--seconds S] [--apps floor,floor-blocking,floor-pipelined,peer,ours]
-                            (also: bare, floor-nostore, asgi-nostore)
+                            (also: bare, floor-nostore, asgi-nostore; any app + `-nohiredis`, e.g.
+                             floor-nohiredis: the same app with `import hiredis` failing)
                             [--python-generator]
 
 `ours` is `lswh ingress` exactly as a user starts it (its uvicorn settings, its logging on: one
@@ -92,9 +93,6 @@ def start(app: str, redis_url: str, name: str) -> tuple[Proc, int]:
         extra["PYTHONPATH"] = str(Path(__file__).resolve().parent / "nohiredis")
     if app == "ours":
         return shipped_ingress(redis_url, name=name, extra_env=extra)
-    if app.startswith("ours-"):  # measurement only: ours with another store path
-        return shipped_ingress(redis_url, name=name,
-                               extra_env={**extra, "LSWH_BENCH_STORE": app.removeprefix("ours-")})
     target, env = APPS[app]
     return uvicorn_app(target, redis_url, name=name, extra_env={**env, **extra})
 
@@ -274,13 +272,8 @@ def table(s: Settings, apps: list[str], results: dict[str, AppResult], generator
         row("floor / peer", [f"{med['floor'] / med['peer']:.2f}x"] + ["" for _ in apps[1:]])
     for app in [a for a in apps if a.endswith(NO_HIREDIS) and a.removesuffix(NO_HIREDIS) in apps]:
         base = app.removesuffix(NO_HIREDIS)
-        row(f"{app} / {base} (what hiredis gives)",
+        row(f"{app} / {base} (without / with hiredis)",
             [f"{med[app] / med[base]:.2f}x" if a == app else "" for a in apps])
-    for variant in [a for a in apps if a.startswith("ours-") and not a.endswith(NO_HIREDIS)]:
-        if "floor" in apps:
-            row(f"{variant} / floor", [f"{med[variant] / med['floor']:.2f}x" if a == variant else "" for a in apps])
-        if "ours" in apps:
-            row(f"{variant} / ours", [f"{med[variant] / med['ours']:.2f}x" if a == variant else "" for a in apps])
     if "floor" in apps and "floor-blocking" in apps:
         row("floor-blocking / floor (the pool's cost)",
             ["" for _ in apps[:apps.index("floor-blocking")]] + [f"{med['floor-blocking'] / med['floor']:.2f}x"]

@@ -14,13 +14,11 @@ Deliveries stored in the same turn of the event loop share one round trip (ingre
 from __future__ import annotations
 
 import asyncio
-import os
 import pickle
 import random
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any
 
 import redis.asyncio
 from redis.exceptions import NoScriptError
@@ -105,10 +103,7 @@ class DeliveryQueue:
         template._status = JobStatus.QUEUED  # what Queue._prepare_for_queue sets
         self._client = connection
         self._script = connection.register_script(_script_for(template.to_dict()))
-        # Measurement only (issue 17 item 2): which store path to run; removed once decided.
-        self._mode = os.environ.get("LSWH_BENCH_STORE", "auto")
         self._pipeline = AutoPipeline(connection, ENQUEUE_BUDGET_SECONDS)
-        self._batch = _TurnBatch(connection, ENQUEUE_BUDGET_SECONDS)
         self._pickle_protocol = pickle.HIGHEST_PROTOCOL
         self._second, self._second_text = -1, ""
 
@@ -149,73 +144,15 @@ class DeliveryQueue:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            created = await self._send(command, alone)
+            created = await self._pipeline.execute(*command, alone=alone)
         except NoScriptError:  # a restarted or flushed Redis: load it, then run it (EVALSHA ran nothing)
             async with asyncio.timeout_at(started + ENQUEUE_BUDGET_SECONDS):
                 await self._client.script_load(self._script.script)
-                created = await self._send(command, alone)
+                created = await self._pipeline.execute(*command, alone=alone)
         return Stored(delivery_id=delivery_id, duplicate=not created)
-
-    async def _send(self, command: tuple[Any, ...], alone: bool) -> Any:
-        if self._mode == "plain" or (self._mode == "batched" and alone):
-            async with asyncio.timeout(ENQUEUE_BUDGET_SECONDS):
-                return await self._client.execute_command(*command)
-        if self._mode == "batched":
-            return await self._batch.execute(command)
-        return await self._pipeline.execute(*command, alone=alone)
 
     async def aclose(self) -> None:
         await self._pipeline.aclose()
-        await self._batch.aclose()
-
-
-class _TurnBatch:
-    """The commands of one event-loop turn sent as one redis-py pipeline (not a transaction):
-    each caller gets its own reply or error."""
-
-    def __init__(self, client: redis.asyncio.Redis, budget_seconds: float) -> None:
-        self._client = client
-        self._budget = budget_seconds
-        self._queued: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._sending: set[asyncio.Task[None]] = set()
-
-    def execute(self, command: tuple[Any, ...]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        if not self._queued:
-            loop.call_soon(self._send)
-        self._queued.append((command, future))
-        return future
-
-    def _send(self) -> None:
-        batch, self._queued = self._queued, []
-        task = asyncio.get_running_loop().create_task(self._run(batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _run(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
-        try:
-            async with asyncio.timeout(self._budget):
-                pipe = self._client.pipeline(transaction=False)
-                for command, _ in batch:
-                    pipe.execute_command(*command)
-                replies = await pipe.execute(raise_on_error=False)
-        except Exception as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (_, future), reply in zip(batch, replies, strict=True):
-            if future.done():
-                continue
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
-
-    async def aclose(self) -> None:
-        if self._sending:
-            await asyncio.gather(*self._sending, return_exceptions=True)
 
 
 def _unconnected() -> redis.Redis:

@@ -1,7 +1,8 @@
 """Ingress throughput, latency and memory: ours as shipped against a floor and a peer, side by side.
 
     python -m bench.ingress [--quick] [--rounds N] [--seconds S] [--apps floor,floor-blocking,floor-pipelined,peer,ours]
-                            (also: bare, floor-nostore, asgi-nostore)
+                            (also: bare, floor-nostore, asgi-nostore; any app + `-nohiredis`, e.g.
+                             floor-nohiredis: the same app with `import hiredis` failing)
                             [--python-generator]
 
 `ours` is `lswh ingress` exactly as a user starts it (its uvicorn settings, its logging on: one
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import redis
@@ -81,11 +83,18 @@ class AppResult:
     big_status: set = field(default_factory=set)
 
 
+NO_HIREDIS = "-nohiredis"  # any app with this suffix: the same app with `import hiredis` failing
+
+
 def start(app: str, redis_url: str, name: str) -> tuple[Proc, int]:
+    extra: dict[str, str] = {}
+    if app.endswith(NO_HIREDIS):
+        app = app.removesuffix(NO_HIREDIS)
+        extra["PYTHONPATH"] = str(Path(__file__).resolve().parent / "nohiredis")
     if app == "ours":
-        return shipped_ingress(redis_url, name=name)
+        return shipped_ingress(redis_url, name=name, extra_env=extra)
     target, env = APPS[app]
-    return uvicorn_app(target, redis_url, name=name, extra_env=env)
+    return uvicorn_app(target, redis_url, name=name, extra_env={**env, **extra})
 
 
 NO_STORE = ("floor-nostore", "asgi-nostore")
@@ -261,6 +270,10 @@ def table(s: Settings, apps: list[str], results: dict[str, AppResult], generator
             row("ours / peer", ["" for _ in apps[:-1]] + [f"{ratio:.2f}x"], ">= 2.5x", _yes(ratio >= 2.5))
     if "floor" in apps and "peer" in apps:
         row("floor / peer", [f"{med['floor'] / med['peer']:.2f}x"] + ["" for _ in apps[1:]])
+    for app in [a for a in apps if a.endswith(NO_HIREDIS) and a.removesuffix(NO_HIREDIS) in apps]:
+        base = app.removesuffix(NO_HIREDIS)
+        row(f"{app} / {base} (without / with hiredis)",
+            [f"{med[app] / med[base]:.2f}x" if a == app else "" for a in apps])
     if "floor" in apps and "floor-blocking" in apps:
         row("floor-blocking / floor (the pool's cost)",
             ["" for _ in apps[:apps.index("floor-blocking")]] + [f"{med['floor-blocking'] / med['floor']:.2f}x"]

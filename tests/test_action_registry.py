@@ -210,6 +210,29 @@ def test_the_thread_path_names_no_action_kind() -> None:
     assert_names_no_builtin_kind(source)
 
 
+def test_a_kinds_thread_rows_are_its_rows_under_the_thread_key_with_the_threads_metadata() -> None:
+    """What a kind that sets `threads` gets from a thread rule by default (workers/actions/base.py
+    `thread_rows`): its own rows, ids from the thread's key, the pipeline's thread metadata over the
+    draft's, the last turn as the source run. The dataset kind's are the examples thread rules
+    have always written (ids uuid5(dataset id, "thread:<id>"[, index]))."""
+    from tests.support.echo_action import Echo
+    from workers.actions.dataset import Dataset, nth_example_id
+    from workers.transforms import ExampleDraft
+
+    drafts: list[ExampleDraft] = [{"inputs": {"q": 1}, "metadata": {"mine": 1, "thread_turns": 99}},
+                                  {"inputs": {"q": 2}, "outputs": {"a": 2}}]
+    metadata = {"thread_id": "t", "thread_turns": 2, "run_id": "last-turn"}
+    rows = Dataset().thread_rows("ds-id", "thread:t", drafts, "train", metadata)
+    assert rows == [
+        {"id": nth_example_id("ds-id", "thread:t", 0), "inputs": {"q": 1}, "outputs": None,
+         "metadata": {"mine": 1, **metadata}, "source_run_id": "last-turn", "split": "train"},
+        {"id": nth_example_id("ds-id", "thread:t", 1), "inputs": {"q": 2}, "outputs": {"a": 2},
+         "metadata": metadata, "source_run_id": "last-turn", "split": "train"}]
+    echoed = Echo().thread_rows("ds", "thread:t", drafts, None, metadata)
+    assert [row["id"] for row in echoed] == [row["id"] for row in Echo().rows("ds", "thread:t", drafts, None)]
+    assert {row["source_run_id"] for row in echoed} == {"last-turn"}
+
+
 def test_a_kind_of_ones_own_cannot_take_a_builtins_name() -> None:
     import workers.actions  # the built-ins' worker halves registered
     from lswh_core.actions import kind, register

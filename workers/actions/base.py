@@ -1,4 +1,5 @@
-"""The worker's half of an action kind: what the slice processor (workers/flow/slices.py) calls.
+"""The worker's half of an action kind: what the slice processor (workers/flow/slices.py) and the
+thread path (workers/flow/threads.py) call.
 
 A `Destination` is an `ActionKind` (lswh_core/actions.py: name, own option keys, key, runs or
 examples) that also knows how to deliver. The slice processor, for every action of the rule:

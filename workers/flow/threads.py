@@ -434,9 +434,8 @@ async def _send(runtime: Runtime, action: Action, threads: list[dict[str, Any]])
     if failed is not None:
         return failed
     by_thread = await destination(action).write_threads(runtime, action, target, threads)
-    return {(action.key, thread["id"]): by_thread.get(thread["id"]) or RunError("no outcome from the writer",
-                                                                               transient=True)
-            for thread in threads}
+    missing = RunError("no outcome from the writer", transient=True)
+    return {(action.key, thread["id"]): by_thread.get(thread["id"]) or missing for thread in threads}
 
 
 async def _write(runtime: Runtime, action: Action, threads: list[_Drafts]) -> dict[tuple[str, str], Outcome]:

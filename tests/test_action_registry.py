@@ -108,8 +108,8 @@ def test_a_failed_builtin_is_retried_alone_and_the_kind_is_not_written_again(sta
 
 def test_a_thread_rule_fails_a_kind_that_does_not_take_threads_and_writes_the_builtin(
         stack: Pipeline, standin: StandIn) -> None:
-    """The thread path (workers/flow/threads.py) builds its items itself and knows the built-ins alone:
-    a kind of one's own there fails the thread, plainly, instead of being written wrongly."""
+    """The thread path (workers/flow/threads.py) takes a kind only if it sets `threads`: a kind of
+    one's own without it fails the thread, plainly, instead of being written wrongly."""
     stack.wait_idle()
     before = stack.redis.llen(ECHO_LIST)
     thread_id = f"t-{uuid.uuid4()}"
@@ -188,13 +188,49 @@ def test_an_action_module_that_does_not_import_names_its_line(tmp_path: Path) ->
         load_rules(path, Settings())
 
 
+def assert_names_no_builtin_kind(source: str) -> None:
+    for name in ("dataset", "annotation_queue", "jsonl"):
+        assert not re.search(rf"workers\.actions\.{name}\b", source) and f'"{name}"' not in source
+        assert not re.search(rf"from workers\.actions import [^\n]*\b{name}\b", source)
+
+
 def test_the_slice_processor_names_no_action_kind() -> None:
     """Dispatch goes through the registry: the slice processor neither branches on a kind nor imports one."""
     source = (ROOT / "workers" / "flow" / "slices.py").read_text()
     assert ".kind" not in source
-    for name in ("dataset", "annotation_queue", "jsonl"):
-        assert f"workers.actions.{name}" not in source and f'"{name}"' not in source
-        assert not re.search(rf"from workers\.actions import [^\n]*\b{name}\b", source)
+    assert_names_no_builtin_kind(source)
+
+
+def test_the_thread_path_names_no_action_kind() -> None:
+    """The thread path dispatches through the same registry: its only use of an action's kind
+    name is the message failing a kind that does not take threads."""
+    source = (ROOT / "workers" / "flow" / "threads.py").read_text()
+    assert [line.strip() for line in source.splitlines() if ".kind" in line] == [
+        """out[pair] = RunError(f"action {action.kind!r} does not take a thread rule's threads", transient=False)"""]
+    assert_names_no_builtin_kind(source)
+
+
+def test_a_kinds_thread_rows_are_its_rows_under_the_thread_key_with_the_threads_metadata() -> None:
+    """What a kind that sets `threads` gets from a thread rule by default (workers/actions/base.py
+    `thread_rows`): its own rows, ids from the thread's key, the pipeline's thread metadata over the
+    draft's, the last turn as the source run. The dataset kind's are the examples thread rules
+    have always written (ids uuid5(dataset id, "thread:<id>"[, index]))."""
+    from tests.support.echo_action import Echo
+    from workers.actions.dataset import Dataset, nth_example_id
+    from workers.transforms import ExampleDraft
+
+    drafts: list[ExampleDraft] = [{"inputs": {"q": 1}, "metadata": {"mine": 1, "thread_turns": 99}},
+                                  {"inputs": {"q": 2}, "outputs": {"a": 2}}]
+    metadata = {"thread_id": "t", "thread_turns": 2, "run_id": "last-turn"}
+    rows = Dataset().thread_rows("ds-id", "thread:t", drafts, "train", metadata)
+    assert rows == [
+        {"id": nth_example_id("ds-id", "thread:t", 0), "inputs": {"q": 1}, "outputs": None,
+         "metadata": {"mine": 1, **metadata}, "source_run_id": "last-turn", "split": "train"},
+        {"id": nth_example_id("ds-id", "thread:t", 1), "inputs": {"q": 2}, "outputs": {"a": 2},
+         "metadata": metadata, "source_run_id": "last-turn", "split": "train"}]
+    echoed = Echo().thread_rows("ds", "thread:t", drafts, None, metadata)
+    assert [row["id"] for row in echoed] == [row["id"] for row in Echo().rows("ds", "thread:t", drafts, None)]
+    assert {row["source_run_id"] for row in echoed} == {"last-turn"}
 
 
 def test_a_kind_of_ones_own_cannot_take_a_builtins_name() -> None:

@@ -18,8 +18,10 @@ from lswh_core import contract
 from tests.support.commands import run_lswh
 from tests.support.procs import RedisServer, wait_until
 from tests.support.stack import Pipeline, StandIn, delivery
+from workers.actions.base import keep_longer
 from workers.actions.jsonl import read_jsonl
-from workers.flow.threads import Refused, ThreadRef, default_inputs, keep_longer, plan, threads_from_body
+from workers.build.examples import example_id
+from workers.flow.threads import Refused, ThreadRef, default_inputs, plan, threads_from_body
 from workers.langsmith.door import Turn, thread_filter_for
 from workers.transforms import HydratedThread, HydratedTurn, thread_to_openai
 
@@ -334,6 +336,7 @@ def test_the_jsonl_action_writes_one_line_per_thread_never_a_shorter_one_after(s
              if line["metadata"]["thread_id"] == thread_id]
     assert len(lines) == 1
     assert lines[0]["metadata"]["thread_turns"] == 3 and lines[0]["run_id"] == turns[-1]["id"]
+    assert lines[0]["id"] == example_id(DS["jsonl"], f"thread:{thread_id}")  # as a dataset's, from its name
 
 
 def test_a_trajectory_rule_and_an_unknown_thread_fail_visibly(stack: Pipeline) -> None:

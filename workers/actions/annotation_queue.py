@@ -9,13 +9,15 @@ added to it (by any delivery, redelivery, backfill or reconciliation pass): a ru
 "unchanged", not added again. Within a delivery, the (action, run) record the job path keeps
 (workers/bookkeeping/done.py) makes a retry redo only the adds that failed. Two deliveries of one run
 processed at the very same moment could both add it: that race is accepted, since a claim taken
-before the add would lose the run when a worker dies between the claim and the add.
+before the add would lose the run when a worker dies between the claim and the add. A thread
+rule's threads (`write_threads`) are added as THREAD items (`thread_item`), remembered the same
+way under their key, "thread:<id>".
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lswh_core import contract
@@ -61,40 +63,55 @@ async def queue_id(runtime: Runtime, action: Action) -> str:
     return runtime.queues[name]
 
 
+def thread_item(thread: Mapping[str, Any]) -> dict[str, Any]:
+    """A THREAD item: the SDK's items resource needs thread_id and project_id for one
+    (types/annotation_queues/item_create_params.py)."""
+    return {"item_type": "THREAD", "thread_id": thread["thread_id"], "project_id": thread["project_id"]}
+
+
 class AnnotationQueue(AnnotationQueueKind, Destination):
     """The queue is looked up in `write`, not `prepare`: a slice none of whose runs go to the
     queue asks LangSmith nothing."""
 
-    threads = True  # workers/flow/threads.py adds THREAD items
+    threads = True
 
     async def write(self, runtime: Runtime, action: Action, target: Any, rows: Sequence[dict[str, Any]]) -> Outcomes:
         """Outcome per run id (`rows` are the runs)."""
-        runs = rows
-        if not runs:
-            return {}
-        try:
-            queue = await queue_id(runtime, action)
-        except Exception as exc:
-            error = classify(exc, "finding the annotation queue")
-            return {str(run["id"]): error for run in runs}
+        return await add_once(runtime, action, rows, queue_item, "adding the run to the annotation queue")
 
-        key = contract.queue_added_key(queue)
-        already = runtime.redis.hmget(key, [str(run["id"]) for run in runs])
-        outcomes: Outcomes = {str(run["id"]): UNCHANGED for run, seen in zip(runs, already, strict=True) if seen}
-        todo = [run for run in runs if str(run["id"]) not in outcomes]
+    async def write_threads(self, runtime: Runtime, action: Action, target: Any,
+                            rows: Sequence[dict[str, Any]]) -> Outcomes:
+        """Outcome per thread key (`rows` are the threads)."""
+        return await add_once(runtime, action, rows, thread_item, "adding the thread to the annotation queue")
 
-        async def send(batch: Sequence[Mapping[str, Any]]) -> None:
-            await runtime.langsmith.add_to_queue(queue, [queue_item(run) for run in batch])
 
-        for start in range(0, len(todo), ITEMS_PER_REQUEST):
-            for batch, result in await split_on_refusal(todo[start:start + ITEMS_PER_REQUEST], send,
-                                                        "adding the run to the annotation queue"):
-                if isinstance(result, RunError):
-                    outcomes.update((str(run["id"]), result) for run in batch)
-                    continue
-                outcomes.update((str(run["id"]), WRITTEN) for run in batch)
-                remember(runtime, key, [str(run["id"]) for run in batch])
-        return outcomes
+async def add_once(runtime: Runtime, action: Action, rows: Sequence[Mapping[str, Any]],
+              item: Callable[[Mapping[str, Any]], dict[str, Any]], doing: str) -> Outcomes:
+    """Each row (a run, or a thread) added to the queue once, as `item` makes it: an outcome per row id."""
+    if not rows:
+        return {}
+    try:
+        queue = await queue_id(runtime, action)
+    except Exception as exc:
+        error = classify(exc, "finding the annotation queue")
+        return {str(row["id"]): error for row in rows}
+
+    key = contract.queue_added_key(queue)
+    already = runtime.redis.hmget(key, [str(row["id"]) for row in rows])
+    outcomes: Outcomes = {str(row["id"]): UNCHANGED for row, seen in zip(rows, already, strict=True) if seen}
+    todo = [row for row in rows if str(row["id"]) not in outcomes]
+
+    async def send(batch: Sequence[Mapping[str, Any]]) -> None:
+        await runtime.langsmith.add_to_queue(queue, [item(row) for row in batch])
+
+    for start in range(0, len(todo), ITEMS_PER_REQUEST):
+        for batch, result in await split_on_refusal(todo[start:start + ITEMS_PER_REQUEST], send, doing):
+            if isinstance(result, RunError):
+                outcomes.update((str(row["id"]), result) for row in batch)
+                continue
+            outcomes.update((str(row["id"]), WRITTEN) for row in batch)
+            remember(runtime, key, [str(row["id"]) for row in batch])
+    return outcomes
 
 
 register(AnnotationQueue())

@@ -6,7 +6,8 @@ updates the example instead of duplicating it; a transform's further examples ge
 uuid5(dataset, run id, index). The split is set at creation (LangSmith keeps it in
 `metadata.dataset_split`) and an update keeps it, since the writer merges metadata. The writer
 (workers/actions/dataset_writer.py) is the one edge: idempotent create/update, 409 rounds, bisecting. The dataset
-is found or created once per slice (`prepare`, cached for the life of the worker).
+is found or created once per slice (`prepare`, cached for the life of the worker). A thread's
+example (`write_threads`) is never replaced by a shorter or stale read of the thread (`keep_longer`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from lswh_core.actions import DatasetKind
 from lswh_core.rules import Action
-from workers.actions.base import Destination, register
+from workers.actions.base import Destination, keep_longer, register
 from workers.actions.dataset_writer import Outcomes, Writer, resolve_dataset
 from workers.build.examples import example_id
 from workers.runtime import Runtime
@@ -37,7 +38,7 @@ def examples(dataset_id: str, run_id: str, drafts: Sequence[ExampleDraft], split
 
 
 class Dataset(DatasetKind, Destination):
-    threads = True  # workers/flow/threads.py writes its thread examples
+    threads = True
     preparing = "finding or creating the dataset"
 
     async def prepare(self, runtime: Runtime, action: Action) -> str:
@@ -52,6 +53,11 @@ class Dataset(DatasetKind, Destination):
                     rows: Sequence[dict[str, Any]]) -> Outcomes:
         """Outcome per example id."""
         return await Writer(runtime, str(target)).write(rows, by="id")
+
+    async def write_threads(self, runtime: Runtime, action: Action, target: Any,
+                            rows: Sequence[dict[str, Any]]) -> Outcomes:
+        """Outcome per example id; a stored example with more turns stays (unchanged)."""
+        return await Writer(runtime, str(target)).write(rows, by="id", keep_stored=keep_longer)
 
 
 register(Dataset())

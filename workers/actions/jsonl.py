@@ -10,7 +10,9 @@ One line per example: {"id", "run_id", "split", "inputs", "outputs", "metadata",
 A batch is one write() then fsync, so the action is done only once it is on disk. A retried or
 repeated append only adds lines: `read_jsonl` keeps the last line written per example id (by
 `written_ns`, then file and line), and skips a torn line left by a crash mid-write (the retry
-wrote it again; the next append first ends the torn line).
+wrote it again; the next append first ends the torn line). A thread's line (`write_threads`) is
+not appended for a read with fewer turns than the last line written for it: the longest read of
+each thread is remembered per action in Redis (LSWH_KEEP_DAYS), as files cannot be read back cheaply.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from pathlib import Path
 from typing import Any, TypedDict
 from urllib.parse import quote
 
+from lswh_core import contract
 from lswh_core.actions import JsonlKind
 from lswh_core.rules import Action
 from workers.actions.base import Destination, register
-from workers.actions.dataset_writer import WRITTEN, Outcomes
+from workers.actions.dataset_writer import UNCHANGED, WRITTEN, Outcomes
 from workers.build.examples import EXAMPLE_NAMESPACE
 from workers.errors import RunError
 from workers.runtime import Runtime
@@ -138,7 +141,7 @@ async def write(directory: str, dataset: str, examples: Sequence[JsonlExample]) 
 
 class Jsonl(JsonlKind, Destination):
     """The target is the dataset's name: no LangSmith dataset is involved."""
-    threads = True  # workers/flow/threads.py writes its thread examples
+    threads = True
 
     def rows(self, target: Any, run_id: str, drafts: Sequence[ExampleDraft], split: str | None
              ) -> list[dict[str, Any]]:
@@ -146,10 +149,34 @@ class Jsonl(JsonlKind, Destination):
 
     async def write(self, runtime: Runtime, action: Action, target: Any, rows: Sequence[dict[str, Any]]) -> Outcomes:
         """One append for the batch: every example's outcome is the append's."""
-        lines = [JsonlExample(id=row["id"], run_id=row["run_id"], split=row["split"], inputs=row["inputs"],
+        lines = [JsonlExample(id=row["id"], run_id=row["source_run_id"], split=row.get("split"), inputs=row["inputs"],
                               outputs=row["outputs"], metadata=row["metadata"]) for row in rows]
         result = await write(str(action.directory), str(target), lines)
         return dict.fromkeys((line["id"] for line in lines), result)
+
+    async def write_threads(self, runtime: Runtime, action: Action, target: Any,
+                            rows: Sequence[dict[str, Any]]) -> Outcomes:
+        """One line per thread (its run id the last turn's); a read with fewer turns than the
+        last line written for the thread is not appended (unchanged)."""
+        key = contract.thread_turns_key(action.key)
+        stored = runtime.redis.hmget(key, [row["id"] for row in rows]) if rows else []
+        outcomes: Outcomes = {}
+        fresh = []
+        for row, have in zip(rows, stored, strict=True):
+            if have is not None and int(have) > int(row["metadata"]["thread_turns"]):
+                outcomes[row["id"]] = UNCHANGED
+            else:
+                fresh.append(row)
+        if fresh:
+            written = await self.write(runtime, action, target, fresh)
+            outcomes.update(written)
+            done = [row for row in fresh if not isinstance(written[row["id"]], RunError)]
+            if done:
+                with runtime.redis.pipeline() as pipe:
+                    pipe.hset(key, mapping={row["id"]: int(row["metadata"]["thread_turns"]) for row in done})
+                    pipe.expire(key, runtime.settings.keep_seconds)
+                    pipe.execute()
+        return outcomes
 
 
 register(Jsonl())

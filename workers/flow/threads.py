@@ -14,9 +14,12 @@ nowhere we could find, so nothing here bets on a shape:
 - The first delivery of each thread rule logs its key names (never values), once across workers.
 - `process_threads` reads each thread's root runs (its turns) through the v2 runs query, about
   THREADS_PER_QUERY threads a request, in the thread's project (the rule's when the body names
-  none); joins the feedback of the last turn's root run; and gives each action one item per thread:
-  an example (id uuid5(dataset, "thread:" + thread id)) or an annotation-queue THREAD item. A stored
-  example with more turns is never replaced by a shorter or stale read (`keep_longer`).
+  none); joins the feedback of the last turn's root run; and gives each action one item per thread
+  through its kind (workers/actions/base.py, `threads`): an example kind gets the thread's drafts
+  (`thread_rows`, ids from "thread:" + thread id, then `write_threads`), a runs kind the thread
+  itself (`write_threads`: the annotation queue's THREAD item). A stored example with more turns is
+  never replaced by a shorter or stale read (the kind's `write_threads` applies
+  workers/actions/base.py's `keep_longer`).
 """
 
 from __future__ import annotations
@@ -34,9 +37,8 @@ import redis as redis_py
 
 from lswh_core import contract
 from lswh_core.rules import Action
-from workers.actions import annotation_queue, destination, jsonl
-from workers.actions.dataset import nth_example_id
-from workers.actions.dataset_writer import SKIPPED, UNCHANGED, WRITTEN, Outcome, Outcomes, Writer, resolve_dataset
+from workers.actions import destination
+from workers.actions.dataset_writer import SKIPPED, Outcome, Outcomes
 from workers.bookkeeping import done
 from workers.build import feedback
 from workers.build.splits import assign_split
@@ -245,13 +247,6 @@ def thread_metadata(ref: ThreadRef, turns: Sequence[Turn], rule_id: str | None, 
             "trace_id": last.trace_id, "run_name": last.name, "feedback": scores}
 
 
-def keep_longer(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
-    """A stored example of a longer thread is never replaced by a shorter or stale read of it."""
-    have = (stored.get("metadata") or {}).get("thread_turns")
-    want = (wanted.get("metadata") or {}).get("thread_turns")
-    return isinstance(have, int) and isinstance(want, int) and have > want
-
-
 def ordered(turns: Sequence[Turn]) -> list[Turn]:
     return sorted({t.id: t for t in turns}.values(), key=lambda t: (_moment(t.start_time), t.id))
 
@@ -371,8 +366,8 @@ async def _act(runtime: Runtime, refs: Sequence[ThreadRef], rule: RuleInfo, acti
             out.update(((a.key, ref.key), error) for a in actions if (a.key, ref.key) not in finished)
     last_ids = [reads[ref.key].turns[-1].id for ref in readable]
     joined = await runtime.langsmith.feedback(last_ids) if last_ids else {}
-    per_action: dict[str, list[tuple[ThreadRef, list[ExampleDraft], str | None, dict[str, Any]]]] = defaultdict(list)
-    to_queue: dict[str, list[tuple[ThreadRef, str]]] = defaultdict(list)
+    per_action: dict[str, list[_Drafts]] = defaultdict(list)
+    to_send: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for ref in readable:
         read = reads[ref.key]
         items = joined.get(read.turns[-1].id, [])
@@ -380,7 +375,8 @@ async def _act(runtime: Runtime, refs: Sequence[ThreadRef], rule: RuleInfo, acti
             pair = (action.key, ref.key)
             if pair in finished:
                 continue
-            if not destination(action).threads:
+            kind = destination(action)
+            if not kind.threads:
                 out[pair] = RunError(f"action {action.kind!r} does not take a thread rule's threads", transient=False)
                 continue
             if isinstance(items, RunError):
@@ -391,8 +387,9 @@ async def _act(runtime: Runtime, refs: Sequence[ThreadRef], rule: RuleInfo, acti
                           if action.outputs != "run" else None)
             if not action.admits(has_correction=correction is not None, latest_scores=scores):
                 out[pair] = SKIPPED
-            elif action.kind == "annotation_queue":
-                to_queue[action.key].append((ref, str(read.project_id)))
+            elif kind.takes == "runs":
+                to_send[action.key].append({"id": ref.key, "thread_id": ref.thread_id,
+                                            "project_id": str(read.project_id)})
             else:
                 metadata = thread_metadata(ref, read.turns, rule.id, scores)
                 thread = hydrated_thread(ref, read.project_id, read.turns, action, correction,
@@ -409,103 +406,53 @@ async def _act(runtime: Runtime, refs: Sequence[ThreadRef], rule: RuleInfo, acti
                 per_action[action.key].append((ref, drafts, split, metadata))
     by_key = {a.key: a for a in actions}
     results = await asyncio.gather(
-        *(_queue(runtime, by_key[key], items) for key, items in to_queue.items()),
+        *(_send(runtime, by_key[key], threads) for key, threads in to_send.items()),
         *(_write(runtime, by_key[key], threads) for key, threads in per_action.items()))
     for result in results:
         out.update(result)
     return out
 
 
-async def _write(runtime: Runtime, action: Action,
-                 threads: list[tuple[ThreadRef, list[ExampleDraft], str | None, dict[str, Any]]]
-                 ) -> dict[tuple[str, str], Outcome]:
+# A thread's drafts for one example action: the thread, what its transform returned, its split, its metadata.
+_Drafts = tuple[ThreadRef, list[ExampleDraft], str | None, dict[str, Any]]
+
+
+async def _prepared(runtime: Runtime, action: Action, keys: Sequence[str]
+                    ) -> tuple[Any, dict[tuple[str, str], Outcome] | None]:
+    """(the action's target, None), or (None, the threads' outcomes) when its kind could not prepare it."""
+    kind = destination(action)
+    try:
+        return await kind.prepare(runtime, action), None
+    except Exception as exc:
+        error = classify(exc, kind.preparing)
+        return None, {(action.key, key): error for key in keys}
+
+
+async def _send(runtime: Runtime, action: Action, threads: list[dict[str, Any]]) -> dict[tuple[str, str], Outcome]:
+    """A kind that takes the threads themselves (the annotation queue's THREAD items): an outcome per thread."""
+    target, failed = await _prepared(runtime, action, [thread["id"] for thread in threads])
+    if failed is not None:
+        return failed
+    by_thread = await destination(action).write_threads(runtime, action, target, threads)
+    missing = RunError("no outcome from the writer", transient=True)
+    return {(action.key, thread["id"]): by_thread.get(thread["id"]) or missing for thread in threads}
+
+
+async def _write(runtime: Runtime, action: Action, threads: list[_Drafts]) -> dict[tuple[str, str], Outcome]:
     """One action's examples, one per thread (more when a transform returns several)."""
-    try:
-        target = await resolve_dataset(runtime, action.dataset) if action.kind == "dataset" else action.dataset
-    except Exception as exc:
-        error = classify(exc, "finding or creating the dataset")
-        return {(action.key, ref.key): error for ref, _, _, _ in threads}
+    target, failed = await _prepared(runtime, action, [ref.key for ref, _, _, _ in threads])
+    if failed is not None:
+        return failed
+    kind = destination(action)
     owner: dict[str, str] = {}  # example id -> thread key
-    examples: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     for ref, drafts, split, metadata in threads:
-        for index, draft in enumerate(drafts):
-            # The pipeline's own keys (thread_turns above all) always ride along: keep_longer reads them.
-            example = {"id": nth_example_id(str(target), ref.key, index), "inputs": draft["inputs"],
-                       "outputs": draft.get("outputs"), "metadata": {**(draft.get("metadata") or {}), **metadata},
-                       "source_run_id": metadata["run_id"], **({"split": split} if split else {})}
-            owner[example["id"]] = ref.key
-            examples.append(example)
-    by_example: Outcomes
-    if action.kind == "dataset":
-        by_example = await Writer(runtime, str(target)).write(examples, by="id", keep_stored=keep_longer)
-    else:
-        by_example = await _append(runtime, action, str(target), examples)
+        for row in kind.thread_rows(target, ref.key, drafts, split, metadata):
+            owner[row["id"]] = ref.key
+            rows.append(row)
+    by_example: Outcomes = await kind.write_threads(runtime, action, target, rows)
     per_thread: dict[str, list[Outcome]] = defaultdict(list)
-    for example in examples:
-        per_thread[owner[example["id"]]].append(
-            by_example.get(example["id"]) or RunError("no outcome from the writer", transient=True))
+    for row in rows:
+        per_thread[owner[row["id"]]].append(
+            by_example.get(row["id"]) or RunError("no outcome from the writer", transient=True))
     return {(action.key, key): worst(outcomes) for key, outcomes in per_thread.items()}
-
-
-async def _append(runtime: Runtime, action: Action, dataset: str, examples: list[dict[str, Any]]) -> Outcomes:
-    """jsonl: one line per thread; a read with fewer turns than the last line written is not appended
-    (the longest read of each thread is remembered per action in Redis, LSWH_KEEP_DAYS)."""
-    key = contract.thread_turns_key(action.key)
-    fields = [e["id"] for e in examples]
-    stored = runtime.redis.hmget(key, fields) if fields else []
-    outcomes: Outcomes = {}
-    lines = []
-    for example, have in zip(examples, stored, strict=True):
-        if have is not None and int(have) > int(example["metadata"]["thread_turns"]):
-            outcomes[example["id"]] = UNCHANGED
-            continue
-        lines.append(jsonl.JsonlExample(id=example["id"], run_id=example["source_run_id"], split=example.get("split"),
-                                        inputs=example["inputs"], outputs=example["outputs"],
-                                        metadata=example["metadata"]))
-    if lines:
-        result = await jsonl.write(str(action.directory), dataset, lines)
-        outcomes.update((line["id"], result) for line in lines)
-        if not isinstance(result, RunError):
-            with runtime.redis.pipeline() as pipe:
-                pipe.hset(key, mapping={line["id"]: int(line["metadata"]["thread_turns"]) for line in lines})
-                pipe.expire(key, runtime.settings.keep_seconds)
-                pipe.execute()
-    return outcomes
-
-
-def queue_item(ref: ThreadRef, project_id: str) -> dict[str, Any]:
-    """A THREAD item: the SDK's items resource needs thread_id and project_id for one
-    (types/annotation_queues/item_create_params.py)."""
-    return {"item_type": "THREAD", "thread_id": ref.thread_id, "project_id": project_id}
-
-
-async def _queue(runtime: Runtime, action: Action, threads: list[tuple[ThreadRef, str]]
-                 ) -> dict[tuple[str, str], Outcome]:
-    """Each thread added once to the queue (LangSmith does not de-duplicate items): remembered like
-    runs, under "thread:<id>" in the queue's record."""
-    try:
-        target = await annotation_queue.queue_id(runtime, action)
-    except Exception as exc:
-        error = classify(exc, "finding the annotation queue")
-        return {(action.key, ref.key): error for ref, _ in threads}
-    key = contract.queue_added_key(target)
-    already = runtime.redis.hmget(key, [ref.key for ref, _ in threads])
-    out: dict[tuple[str, str], Outcome] = {}
-    todo = []
-    for (ref, project), seen in zip(threads, already, strict=True):
-        if seen:
-            out[(action.key, ref.key)] = UNCHANGED
-        else:
-            todo.append((ref, project))
-
-    async def send(batch: Sequence[tuple[ThreadRef, str]]) -> None:
-        await runtime.langsmith.add_to_queue(target, [queue_item(ref, project) for ref, project in batch])
-
-    for batch, result in await split_on_refusal(todo, send, "adding the thread to the annotation queue") \
-            if todo else []:
-        if isinstance(result, RunError):
-            out.update(((action.key, ref.key), result) for ref, _ in batch)
-            continue
-        out.update(((action.key, ref.key), WRITTEN) for ref, _ in batch)
-        annotation_queue.remember(runtime, key, [ref.key for ref, _ in batch])
-    return out

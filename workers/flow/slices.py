@@ -35,10 +35,11 @@ from workers.langsmith.door import RunRef
 from workers.runtime import S3_CONCURRENCY, Runtime
 from workers.transforms import ExampleDraft, HydratedRun, TransformError, apply_transform
 
-# A slice pays a few round trips in sequence (feedback, objects, API reads, example list and
-# write): bench/workers.py measured 302 runs/s with slices of 100 small runs against 428 for the
-# whole delivery at once, and slices of 500 win that back. Memory is bounded by SLICE_BYTES
-# (objects are fetched only until a slice holds that much), not by the run count.
+# A slice pays a few round trips in sequence (feedback alongside the first inputs, the other
+# objects, API reads, example list and write): bench/workers.py measured 302 runs/s with slices
+# of 100 small runs against 428 for the whole delivery at once, and slices of 500 win that back.
+# Memory is bounded by SLICE_BYTES (objects are fetched only until a slice holds that much), not
+# by the run count.
 SLICE_RUNS = 500
 SLICE_BYTES = 16 * 1024 * 1024
 # Runs per bulk read through the API: one v2 page per slice (LangSmith's v2 query allows up to
@@ -159,6 +160,8 @@ class _Slice:
 
         async def hydrate(item: Hydrated) -> None:
             await hydrator.without_api(item, ("inputs",))
+            # A run waiting here keeps its place among the S3_CONCURRENCY in flight, so the slice
+            # starts no more runs than it did with the feedback read first.
             want = (await decided).get(item.id)
             if want is not None and item.error is None:
                 await hydrator.without_api(item, tuple(sorted(want.fields - {"inputs"})))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,10 +35,11 @@ from workers.langsmith.door import RunRef
 from workers.runtime import S3_CONCURRENCY, Runtime
 from workers.transforms import ExampleDraft, HydratedRun, TransformError, apply_transform
 
-# A slice pays a few round trips in sequence (feedback, objects, API reads, example list and
-# write): bench/workers.py measured 302 runs/s with slices of 100 small runs against 428 for the
-# whole delivery at once, and slices of 500 win that back. Memory is bounded by SLICE_BYTES
-# (objects are fetched only until a slice holds that much), not by the run count.
+# A slice pays a few round trips in sequence (feedback alongside the first inputs, the other
+# objects, API reads, example list and write): bench/workers.py measured 302 runs/s with slices
+# of 100 small runs against 428 for the whole delivery at once, and slices of 500 win that back.
+# Memory is bounded by SLICE_BYTES (objects are fetched only until a slice holds that much), not
+# by the run count.
 SLICE_RUNS = 500
 SLICE_BYTES = 16 * 1024 * 1024
 # Runs per bulk read through the API: one v2 page per slice (LangSmith's v2 query allows up to
@@ -48,33 +49,39 @@ SLICE_BYTES = 16 * 1024 * 1024
 API_PAGE = SLICE_RUNS
 
 
-async def _hydrate_bounded(hydrator: Hydrator, pending: list[tuple[Hydrated, tuple[str, ...]]], max_bytes: int
-                           ) -> tuple[list[Hydrated], list[dict[str, Any]]]:
-    """Fetch objects in order, S3_CONCURRENCY at a time, starting no new fetch once the slice
-    holds max_bytes; the runs not started are handed back for the next slice."""
+async def _hydrate_bounded(hydrate: Callable[[Hydrated], Awaitable[None]], pending: list[Hydrated],
+                           max_bytes: int) -> tuple[list[Hydrated], list[Hydrated]]:
+    """Hydrate runs in order, S3_CONCURRENCY at a time, starting no new run once the runs done
+    hold max_bytes (a run the feedback skipped counts its inputs too); the runs not started are
+    handed back for the next slice."""
     done: list[Hydrated] = []
     in_flight: set[asyncio.Future[Hydrated]] = set()
     held = index = 0
 
-    async def one(item: Hydrated, names: tuple[str, ...]) -> Hydrated:
+    async def one(item: Hydrated) -> Hydrated:
         try:
-            return await hydrator.without_api(item, names)
+            await hydrate(item)
         except Exception as exc:
             item.error = classify(exc, "hydrating")
-            return item
+        return item
 
-    while index < len(pending) or in_flight:
-        while index < len(pending) and len(in_flight) < S3_CONCURRENCY and held < max_bytes:
-            in_flight.add(asyncio.ensure_future(one(*pending[index])))
-            index += 1
-        if not in_flight:
-            break
-        finished, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-        for future in finished:
-            item = future.result()
-            held += item.bytes
-            done.append(item)
-    return done, [item.run for item, _ in pending[index:]]
+    try:
+        while index < len(pending) or in_flight:
+            while index < len(pending) and len(in_flight) < S3_CONCURRENCY and held < max_bytes:
+                in_flight.add(asyncio.ensure_future(one(pending[index])))
+                index += 1
+            if not in_flight:
+                break
+            finished, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            for future in finished:
+                item = future.result()
+                held += item.bytes
+                done.append(item)
+    finally:  # cancelled with the slice (its feedback read failed): no fetch outlives it
+        for future in in_flight:
+            future.cancel()
+        await asyncio.gather(*in_flight, return_exceptions=True)
+    return done, pending[index:]
 
 
 async def process_slice(runtime: Runtime, runs: list[dict[str, Any]], rule_id: str | None, *,
@@ -104,6 +111,10 @@ class _Wanted:
 
     actions: list[tuple[Action, dict[str, Any] | None]] = field(default_factory=list)
     fields: set[str] = field(default_factory=set)
+
+
+# The runs wanted as examples (delivery order), the runs to send by action key, those actions, each run's feedback.
+_Decision = tuple[dict[str, _Wanted], dict[str, list[dict[str, Any]]], dict[str, Action], dict[str, list[Any]]]
 
 
 class _Slice:
@@ -139,7 +150,49 @@ class _Slice:
                  for run_id in ids if run_id not in later}, deferred)
 
     async def _act(self, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        joined = await self.runtime.langsmith.feedback([str(run["id"]) for run in runs])
+        # The feedback read and the first object fetches overlap: every example action needs the
+        # run's inputs, so they are fetched while the feedback is read; the rest (outputs, only
+        # when used) once the feedback has decided the run's actions. A run that the feedback
+        # then skips, or whose feedback read failed, has fetched its inputs for nothing.
+        reading = asyncio.ensure_future(self.runtime.langsmith.feedback([str(run["id"]) for run in runs]))
+        decided: asyncio.Future[dict[str, _Wanted]] = asyncio.get_running_loop().create_future()
+        hydrator = Hydrator(self.runtime)
+
+        async def hydrate(item: Hydrated) -> None:
+            await hydrator.without_api(item, ("inputs",))
+            # A run waiting here keeps its place among the S3_CONCURRENCY in flight, so the slice
+            # starts no more runs than it did with the feedback read first.
+            want = (await decided).get(item.id)
+            if want is not None and item.error is None:
+                await hydrator.without_api(item, tuple(sorted(want.fields - {"inputs"})))
+
+        makes_examples = {str(run["id"]): Hydrated(run) for run in runs if any(
+            (a.key, str(run["id"])) not in self.outcomes and destination(a).takes != "runs" for a in self.actions)}
+        fetching = asyncio.ensure_future(_hydrate_bounded(hydrate, list(makes_examples.values()), SLICE_BYTES))
+        try:
+            joined = await reading
+            wanted, to_send, run_actions, items_of = self._decide(runs, joined)
+            decided.set_result(wanted)
+            fetched, not_started = await fetching
+        finally:
+            for task in (reading, fetching):
+                task.cancel()
+            await asyncio.gather(reading, fetching, return_exceptions=True)
+        # Runs the feedback skipped or failed are settled already: neither written nor deferred.
+        hydrated = [item for item in fetched if item.id in wanted]
+        deferred = [item.run for item in not_started if item.id in wanted]
+        later = {str(run["id"]) for run in deferred}
+        await self._read_rest(hydrated)
+
+        work = [self._send(run_actions[key], [r for r in sent if str(r["id"]) not in later])
+                for key, sent in to_send.items()]
+        work.append(self._examples(hydrated, wanted, items_of))
+        await asyncio.gather(*work)
+        return deferred
+
+    def _decide(self, runs: list[dict[str, Any]], joined: Mapping[str, list[Any] | RunError]) -> _Decision:
+        """Per run and pending action, from its feedback: skipped, sent (an annotation queue), or
+        wanted as examples."""
         wanted: dict[str, _Wanted] = {}
         # Actions that take the runs themselves (an annotation queue), by action key.
         to_send: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -170,18 +223,7 @@ class _Slice:
                     # The run's own outputs only when used: today's one fetch fewer per corrected run.
                     if correction is None or action.transforms:
                         want.fields.add("outputs")
-
-        by_id = {str(run["id"]): run for run in runs}
-        pending_hydration = [(Hydrated(by_id[run_id]), tuple(sorted(want.fields))) for run_id, want in wanted.items()]
-        hydrated, deferred = await _hydrate_bounded(Hydrator(self.runtime), pending_hydration, SLICE_BYTES)
-        later = {str(run["id"]) for run in deferred}
-        await self._read_rest(hydrated)
-
-        work = [self._send(run_actions[key], [r for r in sent if str(r["id"]) not in later])
-                for key, sent in to_send.items()]
-        work.append(self._examples(hydrated, wanted, items_of))
-        await asyncio.gather(*work)
-        return deferred
+        return wanted, to_send, run_actions, items_of
 
     async def _read_rest(self, hydrated: list[Hydrated]) -> None:
         need_api = [item for item in hydrated if item.from_api and item.error is None]

@@ -4,6 +4,7 @@ slice's byte bound handed back, the (action, run) pairs done recorded and not do
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from tests.support.procs import RedisServer
 from tests.support.stack import StandIn, fresh_run, worker_runtime
 from workers.actions.dataset_writer import UPDATED, WRITTEN, resolve_dataset
 from workers.errors import RunError
-from workers.flow.slices import SLICE_BYTES, process_slice
+from workers.flow.slices import SLICE_BYTES, Relay, process_slice
 from workers.runtime import Runtime
 
 MIB = 1024 * 1024
@@ -123,3 +124,32 @@ def test_an_action_that_failed_is_redone_alone(two_datasets: tuple[Runtime, str,
     assert retried == {run["id"]: WRITTEN}
     assert stored(standin, [run], first)[run["id"]][0]["outputs"] == {"answer": "first"}
     assert stored(standin, [run], second)[run["id"]][0]["outputs"] == {"answer": "second"}
+
+
+def test_a_slice_hands_off_to_the_next_before_it_is_done(runtime: Runtime, standin: StandIn) -> None:
+    """`relay.started` resolves with the runs left for the next slice once the slice has started
+    its last fetch, while its write is still in flight (held 1 s by LangSmith here); its claims
+    wait for the previous slice's (`relay.after`)."""
+    url = standin.put_object({"q": "padded"}, size_bytes=MIB, expires_in=3600)
+    runs = [fresh_run(inputs=None, outputs={"answer": i},
+                      inputs_s3_urls={"ROOT": {"presigned_url": url, "s3_url": "s3://b/k"}}) for i in range(60)]
+    dataset_id = runtime.run(resolve_dataset(runtime, runtime.settings.dataset))
+
+    async def slice_in_a_relay() -> tuple[list[Any], bool, bool, dict[str, Any], Any]:
+        previous = Relay.following(None)
+        relay = Relay.following(previous)
+        task = asyncio.ensure_future(process_slice(runtime, runs, None, relay=relay))
+        handed = await relay.started
+        at_hand_off = task.done(), stored(standin, runs, runtime.settings.dataset)
+        await asyncio.sleep(0.5)  # all fetched by now: it waits for the previous slice's claims
+        claimed_early = relay.claimed.done()
+        previous.claimed.set_result(None)
+        return handed, at_hand_off[0], claimed_early, at_hand_off[1], await task
+
+    with injected(standin, f"POST /v1/platform/datasets/{dataset_id}/examples", times=1, stall_seconds=1):
+        handed, done_at_hand_off, claimed_early, stored_at_hand_off, (outcomes, deferred) = runtime.run(
+            slice_in_a_relay())
+    assert not done_at_hand_off and not claimed_early and stored_at_hand_off == {}
+    assert deferred and handed == deferred  # 60 MiB of objects: past the byte bound, the tail is handed over
+    assert outcomes == dict.fromkeys((r["id"] for r in runs[:len(runs) - len(deferred)]), WRITTEN)
+    assert len(stored(standin, runs, runtime.settings.dataset)) == len(runs) - len(deferred)

@@ -114,7 +114,10 @@ def test_worker_killed_on_every_attempt_ends_with_per_run_failed_jobs(redis_serv
         assert not [job for job in stack.failed_jobs() if job.func_name == contract.DELIVERY_JOB]
         written = standin.examples_by_run([r["id"] for r in runs], stack.dataset)
         assert all(len(examples) == 1 for examples in written.values())
-        assert len(written) == done_before_last
+        # Every run recorded as done has its example; a write in flight when an attempt was killed
+        # may have landed too (the next slice writes while one is recorded), and its run is among
+        # those split off: requeued, it finds its example unchanged.
+        assert done_before_last <= len(written) <= done_before_last + 2 * SLICE_RUNS
     finally:
         standin.admin("POST", "latency", {"ms": 0})
         stack.stop()
@@ -137,7 +140,9 @@ def test_killed_job_is_picked_up_once_even_without_retries(redis_server: RedisSe
         standin.admin("POST", "latency", {"ms": 0})
         stack.add_worker()
         figures = wait_accounted(stack, did, len(runs), timeout=240)
-        assert (figures["written"], figures["failed"]) == (len(runs), 0), figures
+        # A write in flight at the kill may have landed (the next slice writes while one is
+        # recorded): the retry finds those examples unchanged. Nothing fails, nothing is doubled.
+        assert (figures["written"] + figures["unchanged"], figures["failed"]) == (len(runs), 0), figures
         written = standin.examples_by_run([r["id"] for r in runs], stack.dataset)
         assert len(written) == len(runs) and all(len(e) == 1 for e in written.values())
     finally:

@@ -3,9 +3,10 @@
 Each job function hands one coroutine, its flow, to the worker's I/O loop and waits
 (workers/runtime.py); the flow is async from there to the last example written.
 
-One job per delivery processes its runs a slice at a time (workers/flow/slices.py): each slice is
-hydrated, written and recorded as done before the next, so a worker's memory does not grow with
-the delivery and a timeout or a kill loses at most the slice in flight. Runs that fail
+One job per delivery processes its runs a slice at a time (workers/flow/slices.py): the next
+slice starts reading once one has started its last fetch (slices.Relay), and each is recorded as
+done in order, so a worker's memory does not grow with the delivery and a timeout or a kill
+loses at most the two slices in flight. Runs that fail
 transiently make the job retry (RQ Retry, backoff with jitter) for those runs only. A run that
 fails permanently, or still fails on the last attempt, is split off into a failed job of its
 own, so the delivery job never fails because of one run.
@@ -19,6 +20,7 @@ to record the slice (`_settle`: done runs, figures, failed runs split off).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -43,10 +45,12 @@ from workers.actions.dataset_writer import Outcomes
 from workers.bookkeeping import accounting, metrics, received
 from workers.errors import RunError
 from workers.flow import threads
-from workers.flow.slices import SLICE_RUNS, process_slice
+from workers.flow.slices import SLICE_RUNS, Relay, process_slice
 from workers.runtime import Runtime, get_runtime
 
 log = logging.getLogger("lswh.jobs")
+
+SliceTask = asyncio.Task[tuple[Outcomes, list[dict[str, Any]]]]  # process_slice running
 
 # Stop starting slices when the next one might not finish before the job's timeout: the rest
 # is retried (or, on the last attempt, split off) instead of being cut off mid-write.
@@ -222,20 +226,45 @@ async def _delivery_runs(runtime: Runtime, job: Job | None, delivery_id: str, de
     transient: dict[str, RunError] = {}
     totals: Counter[str] = Counter()
     longest = 0.0
-    while queue:
-        if time.monotonic() + DEADLINE_SAFETY * longest > deadline:
-            log.warning("delivery %s: stopping before the job timeout with %d runs to go", delivery_id, len(queue))
-            reason = RunError("not reached before the job timeout (LSWH_JOB_TIMEOUT)", transient=True)
-            transient.update((str(run["id"]), reason) for run in queue)
-            break
-        batch = [queue.popleft() for _ in range(min(SLICE_RUNS, len(queue)))]
-        started = time.monotonic()
-        outcomes, deferred = await process_slice(runtime, batch, rule_id, delivery_id=delivery_id)
+    relay: Relay | None = None
+    # The slice finishing while the next one reads: its task, its runs by id, when it started.
+    finishing: tuple[SliceTask, dict[str, dict[str, Any]], float] | None = None
+    in_flight: list[SliceTask] = []
+
+    async def settle(task: SliceTask, by_id: dict[str, dict[str, Any]],
+                     started: float) -> None:
+        nonlocal longest
+        outcomes, _ = await task
         longest = max(longest, time.monotonic() - started)
-        queue.extendleft(reversed(deferred))
-        by_id = {str(run["id"]): run for run in batch}
-        settled = _settle(runtime, delivery_id, rule_id, outcomes, by_id, last_attempt, transient)
-        totals.update(settled)
+        totals.update(_settle(runtime, delivery_id, rule_id, outcomes, by_id, last_attempt, transient))
+
+    try:
+        while queue:
+            # The slice still finishing counts with the time it has taken so far.
+            so_far = time.monotonic() - finishing[2] if finishing is not None else 0.0
+            if time.monotonic() + DEADLINE_SAFETY * max(longest, so_far) > deadline:
+                log.warning("delivery %s: stopping before the job timeout with %d runs to go", delivery_id, len(queue))
+                reason = RunError("not reached before the job timeout (LSWH_JOB_TIMEOUT)", transient=True)
+                transient.update((str(run["id"]), reason) for run in queue)
+                break
+            batch = [queue.popleft() for _ in range(min(SLICE_RUNS, len(queue)))]
+            started = time.monotonic()
+            relay = Relay.following(relay)
+            task = asyncio.ensure_future(process_slice(runtime, batch, rule_id, delivery_id=delivery_id, relay=relay))
+            in_flight.append(task)
+            await asyncio.wait((relay.started, task), return_when=asyncio.FIRST_COMPLETED)
+            if not relay.started.done():
+                await task  # it failed before starting its last fetch: its exception is the job's
+            queue.extendleft(reversed(relay.started.result()))  # the runs it did not reach go next
+            if finishing is not None:  # slices are recorded in order, the earlier one first
+                await settle(*finishing)
+            finishing = (task, {str(run["id"]): run for run in batch}, started)
+        if finishing is not None:
+            await settle(*finishing)
+    finally:  # a failed slice fails the job: no other slice outlives it
+        for task in in_flight:
+            task.cancel()
+        await asyncio.gather(*in_flight, return_exceptions=True)
 
     if transient and not last_attempt:
         _wait_at_least(job, max((e.retry_after or 0.0) for e in transient.values()))

@@ -7,9 +7,11 @@ action's own module writes (workers/actions/). The (action, run) pairs done are 
 delivery (workers/bookkeeping/done.py), so a retry redoes only the actions that failed; a run's
 outcome is the worst of its actions' (workers/flow/outcome.py).
 
-A delivery is processed a slice at a time (workers/jobs.py), so a worker holds at most one
-slice: at most SLICE_RUNS runs, and presigned objects are fetched only until the slice holds
-SLICE_BYTES; the runs not reached wait for the next slice.
+A delivery is processed a slice at a time (workers/jobs.py): at most SLICE_RUNS runs, and
+presigned objects are fetched only until the slice holds SLICE_BYTES; the runs not reached wait
+for the next slice. Consecutive slices of a delivery overlap (`Relay`): the next one starts
+reading once this one has started its last fetch, and claims its dedup keys only after this one
+has claimed its own, so a worker holds at most two slices, one finishing and one reading.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from lswh_core.rules import Action
 from workers.actions import destination
@@ -48,12 +50,38 @@ SLICE_BYTES = 16 * 1024 * 1024
 # the bound is SLICE_RUNS runs, in one page or in five; fewer pages cost fewer requests.
 API_PAGE = SLICE_RUNS
 
+T = TypeVar("T")
+
+
+@dataclass
+class Relay:
+    """How consecutive slices of one delivery overlap (workers/jobs.py). `started` gets the runs
+    this slice leaves to the next one once it has started every fetch it will start: the next
+    slice may start reading then. `claimed` resolves once this slice has claimed its dedup keys;
+    `after` is the previous slice's `claimed`, awaited before this slice claims, so of two runs
+    with the same inputs the earlier one claims first, as within one slice."""
+
+    started: asyncio.Future[list[dict[str, Any]]]
+    claimed: asyncio.Future[None]
+    after: asyncio.Future[None] | None = None
+
+    @classmethod
+    def following(cls, previous: Relay | None) -> Relay:
+        loop = asyncio.get_running_loop()
+        return cls(loop.create_future(), loop.create_future(), previous.claimed if previous is not None else None)
+
+
+def _resolve(future: asyncio.Future[T] | None, value: T) -> None:
+    if future is not None and not future.done():
+        future.set_result(value)
+
 
 async def _hydrate_bounded(hydrate: Callable[[Hydrated], Awaitable[None]], pending: list[Hydrated],
-                           max_bytes: int) -> tuple[list[Hydrated], list[Hydrated]]:
+                           max_bytes: int, all_started: asyncio.Future[list[Hydrated]]
+                           ) -> tuple[list[Hydrated], list[Hydrated]]:
     """Hydrate runs in order, S3_CONCURRENCY at a time, starting no new run once the runs done
     hold max_bytes (a run the feedback skipped counts its inputs too); the runs not started are
-    handed back for the next slice."""
+    handed back for the next slice, and to `all_started` as soon as no run will start any more."""
     done: list[Hydrated] = []
     in_flight: set[asyncio.Future[Hydrated]] = set()
     held = index = 0
@@ -70,6 +98,8 @@ async def _hydrate_bounded(hydrate: Callable[[Hydrated], Awaitable[None]], pendi
             while index < len(pending) and len(in_flight) < S3_CONCURRENCY and held < max_bytes:
                 in_flight.add(asyncio.ensure_future(one(pending[index])))
                 index += 1
+            if index == len(pending) or held >= max_bytes:  # held only grows: nothing more starts
+                _resolve(all_started, pending[index:])
             if not in_flight:
                 break
             finished, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
@@ -77,6 +107,7 @@ async def _hydrate_bounded(hydrate: Callable[[Hydrated], Awaitable[None]], pendi
                 item = future.result()
                 held += item.bytes
                 done.append(item)
+        _resolve(all_started, pending[index:])
     finally:  # cancelled with the slice (its feedback read failed): no fetch outlives it
         for future in in_flight:
             future.cancel()
@@ -85,16 +116,21 @@ async def _hydrate_bounded(hydrate: Callable[[Hydrated], Awaitable[None]], pendi
 
 
 async def process_slice(runtime: Runtime, runs: list[dict[str, Any]], rule_id: str | None, *,
-                        delivery_id: str | None = None) -> tuple[Outcomes, list[dict[str, Any]]]:
+                        delivery_id: str | None = None, relay: Relay | None = None
+                        ) -> tuple[Outcomes, list[dict[str, Any]]]:
     """An outcome for each run processed, and the runs deferred to the next slice. With a
-    `delivery_id`, the (action, run) pairs done are recorded under it and not done again."""
+    `delivery_id`, the (action, run) pairs done are recorded under it and not done again. With a
+    `relay`, the slice overlaps its neighbours (`Relay`); `relay.started` gets the deferred runs
+    at the latest when the slice returns."""
     started = time.perf_counter()
     rule = runtime.pipeline_rules.for_rule(rule_id)
     # Each action's target (the dataset kind's dataset id), prepared while the slice reads.
     targets = {a.key: asyncio.ensure_future(destination(a).prepare(runtime, a)) for a in rule.actions}
     try:
-        return await _Slice(runtime, rule_id, rule.actions, delivery_id, targets).run(runs)
+        return await _Slice(runtime, rule_id, rule.actions, delivery_id, targets, relay).run(runs)
     finally:
+        if relay is not None:  # the next slice never waits on a slice that failed
+            _resolve(relay.claimed, None)
         for task in targets.values():
             if not task.done():
                 task.cancel()
@@ -119,7 +155,8 @@ _Decision = tuple[dict[str, _Wanted], dict[str, list[dict[str, Any]]], dict[str,
 
 class _Slice:
     def __init__(self, runtime: Runtime, rule_id: str | None, actions: tuple[Action, ...], delivery_id: str | None,
-                 targets: Mapping[str, asyncio.Future[Any]]) -> None:
+                 targets: Mapping[str, asyncio.Future[Any]],
+                 relay: Relay | None = None) -> None:
         self.runtime = runtime
         self.rule_id = rule_id
         self.actions = actions
@@ -128,6 +165,13 @@ class _Slice:
         # (action key, run id) -> outcome: read back from earlier attempts, then this one's.
         self.outcomes: dict[tuple[str, str], Outcome] = {}
         self.fresh: dict[tuple[str, str], str] = {}  # done in this attempt, to record
+        self.relay = relay
+        self.deferred: list[dict[str, Any]] = []  # the runs left for the next slice
+
+    def hand_off(self, deferred: list[dict[str, Any]]) -> None:
+        """Every fetch started: the next slice may start reading (`Relay.started`)."""
+        self.deferred = deferred
+        _resolve(self.relay.started if self.relay is not None else None, deferred)
 
     def settle(self, action: Action, run_id: str, outcome: Outcome) -> None:
         self.outcomes[(action.key, run_id)] = outcome
@@ -141,15 +185,17 @@ class _Slice:
             pairs = [(a.key, run_id) for run_id in ids for a in self.actions]
             self.outcomes.update(done.read(self.runtime.redis, self.delivery_id, pairs))
         todo = [run for run in runs if any((a.key, str(run["id"])) not in self.outcomes for a in self.actions)]
-        deferred = await self._act(todo) if todo else []
+        if todo:
+            await self._act(todo)
+        self.hand_off(self.deferred)
         if self.delivery_id is not None:
             done.record(self.runtime.redis, self.delivery_id, self.fresh,
                         ttl_seconds=self.runtime.settings.replay_seconds)
-        later = {str(run["id"]) for run in deferred}
+        later = {str(run["id"]) for run in self.deferred}
         return ({run_id: worst(self.outcomes.get((a.key, run_id), SKIPPED) for a in self.actions)
-                 for run_id in ids if run_id not in later}, deferred)
+                 for run_id in ids if run_id not in later}, self.deferred)
 
-    async def _act(self, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def _act(self, runs: list[dict[str, Any]]) -> None:
         # The feedback read and the first object fetches overlap: every example action needs the
         # run's inputs, so they are fetched while the feedback is read; the rest (outputs, only
         # when used) once the feedback has decided the run's actions. A run that the feedback
@@ -168,27 +214,28 @@ class _Slice:
 
         makes_examples = {str(run["id"]): Hydrated(run) for run in runs if any(
             (a.key, str(run["id"])) not in self.outcomes and destination(a).takes != "runs" for a in self.actions)}
-        fetching = asyncio.ensure_future(_hydrate_bounded(hydrate, list(makes_examples.values()), SLICE_BYTES))
+        all_started: asyncio.Future[list[Hydrated]] = asyncio.get_running_loop().create_future()
+        fetching = asyncio.ensure_future(
+            _hydrate_bounded(hydrate, list(makes_examples.values()), SLICE_BYTES, all_started))
         try:
             joined = await reading
             wanted, to_send, run_actions, items_of = self._decide(runs, joined)
             decided.set_result(wanted)
-            fetched, not_started = await fetching
+            # Runs the feedback skipped or failed are settled already: neither written nor deferred.
+            self.hand_off([item.run for item in await all_started if item.id in wanted])
+            fetched, _ = await fetching
         finally:
             for task in (reading, fetching):
                 task.cancel()
             await asyncio.gather(reading, fetching, return_exceptions=True)
-        # Runs the feedback skipped or failed are settled already: neither written nor deferred.
         hydrated = [item for item in fetched if item.id in wanted]
-        deferred = [item.run for item in not_started if item.id in wanted]
-        later = {str(run["id"]) for run in deferred}
+        later = {str(run["id"]) for run in self.deferred}
         await self._read_rest(hydrated)
 
         work = [self._send(run_actions[key], [r for r in sent if str(r["id"]) not in later])
                 for key, sent in to_send.items()]
         work.append(self._examples(hydrated, wanted, items_of))
         await asyncio.gather(*work)
-        return deferred
 
     def _decide(self, runs: list[dict[str, Any]], joined: Mapping[str, list[Any] | RunError]) -> _Decision:
         """Per run and pending action, from its feedback: skipped, sent (an annotation queue), or
@@ -278,7 +325,13 @@ class _Slice:
                     continue
                 split = assign_split(item.id, action.splits) if action.splits else None
                 per_action.setdefault(action.key, (action, []))[1].append((item.id, drafts, split))
-        await asyncio.gather(*(self._write(action, runs) for action, runs in per_action.values()))
+        if self.relay is not None and self.relay.after is not None:
+            await self.relay.after  # the previous slice's runs claim their inputs first
+        staged = await asyncio.gather(*(self._stage(action, runs) for action, runs in per_action.values()))
+        # (A run of the next slice skipped as a duplicate of one here that then fails for good
+        # stays skipped, as a duplicate within one slice does.)
+        _resolve(self.relay.claimed if self.relay is not None else None, None)
+        await asyncio.gather(*(self._write(*stage) for stage in staged if stage is not None))
 
     def _hydrated_run(self, item: Hydrated, action: Action, correction: dict[str, Any] | None,
                       items: list[Any]) -> HydratedRun:
@@ -291,19 +344,24 @@ class _Slice:
                            run_outputs=run_outputs, correction=correction,
                            feedback=[feedback.plain_item(i) for i in items], metadata=metadata, run=item.run)
 
-    async def _write(self, action: Action, runs: list[_Drafts]) -> None:
-        """One action's examples: its rows, dedup claims, then the action's write; a run's
-        outcome is the worst of its examples'."""
-        kind = destination(action)
+    async def _stage(self, action: Action, runs: list[_Drafts]
+                     ) -> tuple[Action, Any, list[dict[str, Any]], dict[str, str | None]] | None:
+        """One action's rows and their dedup claims, to write; None when its target failed."""
         ready, target = await self._target(action, [run_id for run_id, _, _ in runs])
         if not ready:
-            return
+            return None
+        kind = destination(action)
         examples = [row for run_id, drafts, split in runs for row in kind.rows(target, run_id, drafts, split)]
-        claims = self._claim(action, examples) if action.dedup else {}
+        return action, target, examples, self._claim(action, examples) if action.dedup else {}
+
+    async def _write(self, action: Action, target: Any, examples: list[dict[str, Any]],
+                     claims: dict[str, str | None]) -> None:
+        """One action's write of the rows not claimed by another; a run's outcome is the worst of
+        its examples'."""
         to_write = [e for e in examples if claims.get(e["id"]) is None]
         by_example: Outcomes = dict.fromkeys((e["id"] for e in examples if claims.get(e["id"]) is not None), SKIPPED)
         if to_write:
-            by_example.update(await kind.write(self.runtime, action, target, to_write))
+            by_example.update(await destination(action).write(self.runtime, action, target, to_write))
         per_run: dict[str, list[Outcome]] = defaultdict(list)
         for example in examples:
             outcome = by_example.get(example["id"]) or RunError("no outcome from the writer", transient=True)

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import anyio
 import orjson
 import redis
 from langsmith import AsyncLangsmith, Client, NotFoundError
@@ -411,6 +412,9 @@ class LangSmith:
         client = self.v2()
         for resource in ("runs", "evaluators", "annotation_queues"):
             getattr(client, resource)  # cached properties: the import happens on first access
+        # The v2 client's first connection makes an anyio.Event (httpcore2's pool), which imports
+        # anyio's asyncio backend: ~20 ms of the first delivery's rule read (bench/workers.py).
+        anyio.Event()
 
     # --- runs ---------------------------------------------------------------------------
 

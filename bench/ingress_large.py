@@ -23,7 +23,7 @@ import httpx
 
 from bench import load
 from bench.payloads import big_body, fresh_body
-from bench.servers import SECRET, loadavg, machine, rss_mb, tree_pids, uvicorn_app
+from bench.servers import SECRET, loadavg, machine, rss_mb, shipped_ingress, tree_pids
 from tests.support.procs import RedisServer
 
 PATH = f"/webhooks/langsmith?secret={SECRET}"
@@ -112,7 +112,7 @@ def main() -> None:
     seconds = 5.0 if args.quick else args.seconds
 
     redis = RedisServer()
-    ingress, port = uvicorn_app("ingress.app:app", redis.url, name="ingress-large")
+    ingress, port = shipped_ingress(redis.url, name="ingress-large")  # `lswh ingress` as shipped
     try:
         alone = small_load(port, seconds)
         poster = LargePoster(port, args.large_bytes)

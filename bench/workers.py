@@ -29,7 +29,7 @@ import redis
 
 from bench import load
 from bench.payloads import fixture_text
-from bench.servers import ROOT, SECRET, cpu_seconds, loadavg, rss_mb, tree_pids, uvicorn_app
+from bench.servers import ROOT, SECRET, cpu_seconds, loadavg, rss_mb, shipped_ingress, tree_pids
 from lswh_core import contract
 from tests.support.procs import Proc, RedisServer, free_port, wait_http
 from workers.runtime import S3_CONCURRENCY
@@ -160,7 +160,7 @@ class Pipeline:
         self.server = server
         self.standin = standin
         self.redis = redis.Redis.from_url(server.url)
-        self.ingress, self.port = uvicorn_app("ingress.app:app", server.url, name="bench-ingress")
+        self.ingress, self.port = shipped_ingress(server.url, name="bench-ingress")  # `lswh ingress` as shipped
         self.http = httpx.Client(timeout=60)
         self.env = {"REDIS_URL": server.url, "LANGSMITH_ENDPOINT": standin.url, "LANGSMITH_API_KEY": API_KEY,
                     "LSWH_DATASET": DATASET, "LSWH_S3_ALLOWED_HOSTS": standin.url, "LANGSMITH_TRACING": "false",

@@ -160,20 +160,19 @@ class ObjectStore:
     async def fetch_json(self, url: str, what: str) -> tuple[dict[str, Any], int]:
         """GET one presigned object: its JSON object and the bytes read (what a slice counts
         against its bound)."""
-        host = urlsplit(url).hostname or ""
+        internal = ObjectUnusable(f"{what}: object store host resolves to an internal address")
         try:
-            self._resolver.check_literal(host)
-        except InternalAddress:
-            raise ObjectUnusable(f"{what}: object store host resolves to an internal address") from None
-        try:
+            self._resolver.check_literal(urlsplit(url).hostname or "")
             body = await self._get(url, what)
+        except InternalAddress:  # a numeric host, refused before any connection
+            raise internal from None
         except (ObjectUnusable, RunError):
             raise
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise RunError(f"{what}: object store timed out", transient=True) from None
         except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, InternalAddress):
-                raise ObjectUnusable(f"{what}: object store host resolves to an internal address") from None
+            if isinstance(exc.os_error, InternalAddress):  # a name the resolver refused
+                raise internal from None
             raise RunError(f"{what}: object store unreachable ({type(exc).__name__})", transient=True) from None
         except (aiohttp.ClientError, OSError) as exc:  # a reset before or during the body: worth a retry
             raise RunError(f"{what}: object store unreachable ({type(exc).__name__})", transient=True) from None

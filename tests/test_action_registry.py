@@ -22,9 +22,11 @@ from tests.support.stack import Pipeline, StandIn, delivery, fresh_run
 
 RULE = str(uuid.uuid4())
 THREAD_RULE = str(uuid.uuid4())  # a LangSmith rule that matches whole threads
+THREAD_RULE_TAKEN = str(uuid.uuid4())  # another, whose kind of one's own takes threads
 PROJECT = str(uuid.uuid4())
 TAG = uuid.uuid4().hex[:8]
 ECHO_LIST = f"echo-{TAG}"
+THREADS_LIST = f"echo-threads-{TAG}"
 DATASET = f"registry-{TAG}"
 
 
@@ -53,13 +55,21 @@ def rules_toml() -> str:
 
         [[rules."{THREAD_RULE}".actions]]
         type = "dataset"
+
+        [rules."{THREAD_RULE_TAKEN}"]
+        dataset = "{DATASET}-taken"
+
+        [[rules."{THREAD_RULE_TAKEN}".actions]]
+        type = "echo-threads"
+        list = "{THREADS_LIST}"
         """)
 
 
 @pytest.fixture(scope="module")
 def stack(redis_server: RedisServer, standin: StandIn, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[Pipeline]:
-    standin.add_rules([{"id": THREAD_RULE, "project_id": PROJECT, "group_by": "THREAD_ID"}])
+    standin.add_rules([{"id": rule, "project_id": PROJECT, "group_by": "THREAD_ID"}
+                       for rule in (THREAD_RULE, THREAD_RULE_TAKEN)])
     rules = tmp_path_factory.mktemp("registry") / "rules.toml"
     rules.write_text(rules_toml())
     # The user's package on PYTHONPATH, as for transforms: here the repository's tests package.
@@ -106,18 +116,40 @@ def test_a_failed_builtin_is_retried_alone_and_the_kind_is_not_written_again(sta
     assert sorted(echoed) == sorted(run["id"] for run in runs)  # each run once
 
 
-def test_a_thread_rule_fails_a_kind_that_does_not_take_threads_and_writes_the_builtin(
-        stack: Pipeline, standin: StandIn) -> None:
-    """The thread path (workers/flow/threads.py) takes a kind only if it sets `threads`: a kind of
-    one's own without it fails the thread, plainly, instead of being written wrongly."""
-    stack.wait_idle()
-    before = stack.redis.llen(ECHO_LIST)
+def one_turn_thread(standin: StandIn) -> tuple[str, str]:
+    """A thread of one turn in the rules' project: (thread id, its run id)."""
     thread_id = f"t-{uuid.uuid4()}"
     run_id = str(uuid.uuid4())
     standin.add_runs([{"id": run_id, "trace_id": run_id, "session_id": PROJECT, "name": "chat",
                        "start_time": (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat(),
                        "inputs": {"question": "q"}, "outputs": {"answer": "a"},
                        "extra": {"metadata": {"thread_id": thread_id}}}])
+    return thread_id, run_id
+
+
+def test_a_kind_that_takes_threads_receives_one_row_per_thread(stack: Pipeline, standin: StandIn) -> None:
+    """A kind of one's own that sets `threads` gets a thread rule's threads through Destination's
+    defaults, with nothing in workers/ knowing it: one row per thread, under the thread's key,
+    the pipeline's thread metadata on it and the last turn as its source run."""
+    thread_id, run_id = one_turn_thread(standin)
+    body = standin.admin("POST", "thread-delivery", {"rule_id": THREAD_RULE_TAKEN, "thread_ids": [thread_id]})
+    answer = stack.post(body).json()
+    assert answer["threads"] == 1
+    counts = stack.wait_accounted(answer["delivery_id"], 1)
+    assert counts.get("written") == 1, counts
+    [row] = [json.loads(raw) for raw in stack.redis.lrange(THREADS_LIST, 0, -1)]
+    assert row["source_run_id"] == run_id and row["dataset"] == f"{DATASET}-taken"
+    assert row["metadata"]["thread_id"] == thread_id and row["metadata"]["thread_turns"] == 1
+    assert row["inputs"] == {"turns": [{"inputs": {"question": "q"}}]}
+
+
+def test_a_thread_rule_fails_a_kind_that_does_not_take_threads_and_writes_the_builtin(
+        stack: Pipeline, standin: StandIn) -> None:
+    """The thread path (workers/flow/threads.py) takes a kind only if it sets `threads`: a kind of
+    one's own without it fails the thread, plainly, instead of being written wrongly."""
+    stack.wait_idle()
+    before = stack.redis.llen(ECHO_LIST)
+    thread_id, _ = one_turn_thread(standin)
     body = standin.admin("POST", "thread-delivery", {"rule_id": THREAD_RULE, "thread_ids": [thread_id]})
     answer = stack.post(body).json()
     assert answer["threads"] == 1

@@ -46,3 +46,15 @@ class Echo(Destination):
 
 
 register(Echo())
+
+
+class ThreadEcho(Echo):
+    """The same kind, taking a thread rule's threads too (`threads`): Destination's default
+    `thread_rows` (its rows under the thread's key, with the pipeline's thread metadata) and
+    `write_threads` (its `write`)."""
+
+    name = "echo-threads"
+    threads = True
+
+
+register(ThreadEcho())

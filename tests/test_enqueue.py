@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import zlib
 
 import pytest
 import redis
 from rq import Queue
 from rq.job import Job, JobStatus
 
-from ingress.enqueue import DeliveryQueue
+from ingress.enqueue import DeliveryQueue, zlib_stored
 from lswh_core import contract
 from lswh_core.redis import async_redis
 from lswh_core.settings import Settings
@@ -122,3 +124,10 @@ def test_deliveries_stored_in_one_turn_each_get_their_own_answer(redis_server: R
 
     assert asyncio.run(go()) == [False] * 20 + [True]
     assert sync.llen(f"rq:queue:{contract.QUEUE}") == 20
+
+
+@pytest.mark.parametrize("size", [0, 1, 87, 200, 16_384, 16_385, 100_000])
+def test_zlib_stored_is_zlib_at_level_0_byte_for_byte(size: int) -> None:
+    data = bytes(random.Random(size).randrange(256) for _ in range(size))
+    assert zlib_stored(data) == zlib.compress(data, 0)
+    assert zlib.decompress(zlib_stored(data)) == data

@@ -261,7 +261,11 @@ def table(s: Settings, apps: list[str], results: dict[str, AppResult], generator
         ours = med["ours"]
         if "floor" in apps:
             ratio = ours / med["floor"]
-            row("ours / floor", ["" for _ in apps[:-1]] + [f"{ratio:.2f}x"], ">= 0.6x", _yes(ratio >= 0.6))
+            # The target is issue 17's: ours at least the floor, p99 < 10 ms at 1,000 req/s (below).
+            row("ours / floor", ["" for _ in apps[:-1]] + [f"{ratio:.2f}x"], ">= 1.0x", _yes(ratio >= 1.0))
+            rounds = [o / f for o, f in zip(results["ours"].rps, results["floor"].rps, strict=False)]
+            row("ours / floor, each round (interleaved, so the same moment)",
+                ["" for _ in apps[:-1]] + [" / ".join(f"{r:.2f}x" for r in rounds)])
         if "floor-pipelined" in apps:
             ratio = ours / med["floor-pipelined"]
             row("ours / floor-pipelined (both batch their stores)", ["" for _ in apps[:-1]] + [f"{ratio:.2f}x"])

@@ -116,26 +116,26 @@ def test_a_failed_builtin_is_retried_alone_and_the_kind_is_not_written_again(sta
     assert sorted(echoed) == sorted(run["id"] for run in runs)  # each run once
 
 
-def one_turn_thread(standin: StandIn) -> tuple[str, str]:
-    """A thread of one turn in the rules' project: (thread id, its run id)."""
+def deliver_thread(stack: Pipeline, standin: StandIn, rule_id: str) -> tuple[str, str, dict[str, int]]:
+    """A thread of one turn in the rules' project, delivered as `rule_id`'s: (thread id, its run
+    id, the delivery's figures once accounted)."""
     thread_id = f"t-{uuid.uuid4()}"
     run_id = str(uuid.uuid4())
     standin.add_runs([{"id": run_id, "trace_id": run_id, "session_id": PROJECT, "name": "chat",
                        "start_time": (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat(),
                        "inputs": {"question": "q"}, "outputs": {"answer": "a"},
                        "extra": {"metadata": {"thread_id": thread_id}}}])
-    return thread_id, run_id
+    answer = stack.post(standin.admin("POST", "thread-delivery", {"rule_id": rule_id, "thread_ids": [thread_id]})
+                        ).json()
+    assert answer["threads"] == 1
+    return thread_id, run_id, stack.wait_accounted(answer["delivery_id"], 1)
 
 
 def test_a_kind_that_takes_threads_receives_one_row_per_thread(stack: Pipeline, standin: StandIn) -> None:
     """A kind of one's own that sets `threads` gets a thread rule's threads through Destination's
     defaults, with nothing in workers/ knowing it: one row per thread, under the thread's key,
     the pipeline's thread metadata on it and the last turn as its source run."""
-    thread_id, run_id = one_turn_thread(standin)
-    body = standin.admin("POST", "thread-delivery", {"rule_id": THREAD_RULE_TAKEN, "thread_ids": [thread_id]})
-    answer = stack.post(body).json()
-    assert answer["threads"] == 1
-    counts = stack.wait_accounted(answer["delivery_id"], 1)
+    thread_id, run_id, counts = deliver_thread(stack, standin, THREAD_RULE_TAKEN)
     assert counts.get("written") == 1, counts
     [row] = [json.loads(raw) for raw in stack.redis.lrange(THREADS_LIST, 0, -1)]
     assert row["source_run_id"] == run_id and row["dataset"] == f"{DATASET}-taken"
@@ -149,11 +149,7 @@ def test_a_thread_rule_fails_a_kind_that_does_not_take_threads_and_writes_the_bu
     one's own without it fails the thread, plainly, instead of being written wrongly."""
     stack.wait_idle()
     before = stack.redis.llen(ECHO_LIST)
-    thread_id, _ = one_turn_thread(standin)
-    body = standin.admin("POST", "thread-delivery", {"rule_id": THREAD_RULE, "thread_ids": [thread_id]})
-    answer = stack.post(body).json()
-    assert answer["threads"] == 1
-    counts = stack.wait_accounted(answer["delivery_id"], 1)
+    thread_id, _, counts = deliver_thread(stack, standin, THREAD_RULE)
     assert counts.get("failed") == 1, counts
     wait_until(lambda: any((e.get("metadata") or {}).get("thread_id") == thread_id
                            for e in standin.examples(f"{DATASET}-threads")), timeout=30, what="the thread's example")
